@@ -1,0 +1,38 @@
+# The front door: every target creates what it needs (the virtualenv) on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test pytest lint typecheck format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m taskengine demo
+
+test: lint typecheck pytest
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check taskengine tests benchmarks
+	$(BIN)/ruff format --check taskengine tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format taskengine tests benchmarks
+	$(BIN)/ruff check --fix taskengine tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict taskengine
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis taskengine.db*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,62 @@
+"""Encoding of payloads and results as tagged cloudpickle blobs.
+
+Trust boundary: decoding a blob runs code chosen by whoever wrote it (pickle semantics).  Only
+the embedding application writes payloads, and only the store's owner may write the store; see
+``docs/explanation/security.md``.  Every blob starts with a small header naming the serializer
+and the Python major.minor that wrote it, because cloudpickle output is only readable by the same
+Python version: a mismatch is reported as such instead of as an obscure unpickling traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Final
+
+import cloudpickle
+
+__all__ = ["BlobFormatError", "decode", "encode", "header_of"]
+
+_MAGIC: Final = b"TE"
+_CLOUDPICKLE: Final = b"c"
+_PROTOCOL: Final = 5
+_HEADER: Final = _MAGIC + _CLOUDPICKLE + bytes((sys.version_info.major, sys.version_info.minor))
+_HEADER_LEN: Final = len(_HEADER)
+
+
+class BlobFormatError(ValueError):
+    """A blob is not a taskengine blob, or was written by another Python version."""
+
+
+def encode(value: Any) -> bytes:
+    """Serialise ``value`` with cloudpickle behind the format header.
+
+    Raises whatever cloudpickle raises for an unpicklable value; callers turn that into the
+    error their context needs (``TaskValidationError`` at ``create``, a task error in a worker).
+    """
+    data: bytes = cloudpickle.dumps(value, protocol=_PROTOCOL)
+    return _HEADER + data
+
+
+def header_of(blob: bytes) -> tuple[str, tuple[int, int]]:
+    """Return ``(serializer, (major, minor))`` of a blob, or raise ``BlobFormatError``."""
+    if len(blob) < _HEADER_LEN or blob[:2] != _MAGIC:
+        raise BlobFormatError("not a taskengine blob (bad header)")
+    serializer = {_CLOUDPICKLE[0]: "cloudpickle"}.get(blob[2])
+    if serializer is None:
+        raise BlobFormatError(f"unknown serializer tag {blob[2]!r}")
+    return serializer, (blob[3], blob[4])
+
+
+def decode(blob: bytes) -> Any:
+    """Deserialise a blob made by :func:`encode`.
+
+    Raises ``BlobFormatError`` for a foreign header or another Python version, and lets the
+    unpickler's own exception through otherwise, so that a worker can report its real type.
+    """
+    _, (major, minor) = header_of(blob)
+    if (major, minor) != sys.version_info[:2]:
+        raise BlobFormatError(
+            f"written by Python {major}.{minor}, cannot be read by Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}"
+        )
+    return cloudpickle.loads(memoryview(blob)[_HEADER_LEN:])

@@ -1,0 +1,134 @@
+"""The store protocol: what the engine needs from a persistence backend.
+
+Rules for every implementation (checked by ``tests/contract``):
+
+* Methods take and return ``BackgroundTask`` records, never driver rows.  Payloads and results
+  are kept as the blobs the task carries, byte for byte.
+* Every method is atomic, and on a durable store durable when it returns.  Driver errors are
+  raised as ``StoreError`` with the driver error chained; nothing else escapes.
+* Datetimes keep millisecond precision in UTC, so order and cursors match across stores.
+* Writes that finish or change an attempt are *fenced*: ``Update``/``Delete`` name the status and
+  attempt count they expect, and apply only if the stored record still has them.  This one rule
+  keeps a late writer (a killed worker's result, a cancelled task) from changing anything.
+* SQL stores bind every value as a parameter; identifiers come only from constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from taskengine import cursor, models
+
+__all__ = ["Delete", "StoreCapabilities", "TaskStore", "Update", "Write"]
+
+
+@attrs.frozen(kw_only=True)
+class StoreCapabilities:
+    """What a store promises.
+
+    Attributes:
+        durable: acknowledged writes survive a crash of the process.
+        shared: several engine nodes may use one task table at once.
+    """
+
+    durable: bool
+    shared: bool
+
+
+@attrs.frozen(kw_only=True)
+class Update:
+    """Replace a task's record if it still has ``expected_status`` and ``expected_attempts``."""
+
+    task: models.BackgroundTask
+    expected_status: models.TaskStatus
+    expected_attempts: int
+
+
+@attrs.frozen(kw_only=True)
+class Delete:
+    """Delete a task; fenced like ``Update`` unless both expectations are None."""
+
+    task_id: str
+    expected_status: models.TaskStatus | None = None
+    expected_attempts: int | None = None
+
+
+Write = Update | Delete
+
+
+@runtime_checkable
+class TaskStore(Protocol):
+    """A persistence backend for the task table."""
+
+    @property
+    def capabilities(self) -> StoreCapabilities:
+        """What this store promises (durability, sharing between nodes)."""
+        ...
+
+    def open(self) -> None:
+        """Connect and create or check the schema; calling it again does nothing."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; calling it again does nothing."""
+        ...
+
+    def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
+        """Store new tasks in one transaction and return their ids.
+
+        A task whose ``idempotency_key`` belongs to a stored task is not inserted: the stored
+        task's id is returned in its place.
+        """
+        ...
+
+    def get(self, task_id: str) -> models.BackgroundTask | None:
+        """Return the stored record, or None."""
+        ...
+
+    def apply(self, writes: Sequence[Write]) -> list[bool]:
+        """Apply fenced writes in one transaction; for each, whether it applied."""
+        ...
+
+    def claim_due(
+        self,
+        task_type: str,
+        now: datetime,
+        limit: int,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> list[models.BackgroundTask]:
+        """Atomically take up to ``limit`` due pending tasks of a type, oldest due first.
+
+        Each is passed through ``claim`` (``transitions.claim``) and the results are stored and
+        returned.  No task is returned by two concurrent calls.
+        """
+        ...
+
+    def next_due(self, task_types: Collection[str]) -> datetime | None:
+        """The earliest ``date_next_process`` of a pending task of these types."""
+        ...
+
+    def query(
+        self,
+        spec: cursor.QuerySpec,
+        after: cursor.CursorPosition | None,
+        limit: int,
+        now: datetime,
+    ) -> list[models.BackgroundTask]:
+        """A keyset page: tasks matching ``spec`` and visible at ``now``, after ``after``."""
+        ...
+
+    def purge_expired(self, now: datetime, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished tasks whose retention ended; return their ids."""
+        ...
+
+    def next_expiry(self) -> datetime | None:
+        """The earliest ``date_retain_until`` among stored tasks."""
+        ...
+
+    def processing(self) -> list[models.BackgroundTask]:
+        """All tasks in status processing (for crash recovery at start)."""
+        ...
