@@ -1,5 +1,69 @@
-"""taskengine: a multiprocess background-task engine with a durable task table."""
+"""taskengine: a multiprocess background-task engine with a durable task table.
+
+Handlers named by module path run in per-type pools of worker processes; the coordinator (in
+your process) keeps the task table in a pluggable store: ``MemoryStore``, ``SqliteStore`` (the
+embedded durable default) or ``PostgresStore`` (several nodes, one table).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from taskengine.connector import BackgroundTaskConnector
+from taskengine.context import TaskContext, current_task
+from taskengine.engine import TaskEngine
+from taskengine.errors import (
+    EngineStoppedError,
+    HandlerNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    TaskEngineError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    TaskValidationError,
+    WorkerCrashedError,
+    WorkerInitError,
+)
+from taskengine.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
+from taskengine.stores.memory import MemoryStore
+from taskengine.stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from taskengine.stores.postgres import PostgresStore
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BackgroundTask",
+    "BackgroundTaskConnector",
+    "EngineStoppedError",
+    "HandlerNotFoundError",
+    "MemoryStore",
+    "PostgresStore",
+    "QueryResult",
+    "SchemaVersionError",
+    "SortDirection",
+    "SqliteStore",
+    "StoreError",
+    "TaskContext",
+    "TaskEngine",
+    "TaskEngineError",
+    "TaskError",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TaskValidationError",
+    "WorkerCrashedError",
+    "WorkerInitError",
+    "current_task",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresStore needs the optional psycopg driver: resolve it only when asked for, so that
+    # `import taskengine` never imports psycopg.
+    if name == "PostgresStore":
+        from taskengine.stores import postgres
+
+        return postgres.PostgresStore
+    raise AttributeError(f"module 'taskengine' has no attribute {name!r}")

@@ -1,0 +1,546 @@
+"""``TaskEngine``: the coordinator facade of SPEC section 3.
+
+The engine validates every argument, then delegates: the store keeps the task table, the writer
+applies fenced changes and announces them, the reactor runs the pools, the retention sweeper
+deletes expired tasks.  Every public method is thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final
+
+from taskengine import (
+    clock,
+    codec,
+    errors,
+    ids,
+    models,
+    publishing,
+    registry,
+    retention,
+    transitions,
+    validation,
+    writer,
+)
+from taskengine import cursor as cursors
+from taskengine.pool import reactor
+from taskengine.stores import base
+from taskengine.stores.memory import MemoryStore
+
+__all__ = ["TaskEngine"]
+
+log = logging.getLogger(__name__)
+
+#: Largest encoded payload accepted by ``create`` unless configured otherwise.
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024 * 1024
+#: How often a compare-and-set API change is retried when another writer got there first.
+_CAS_TRIES: Final = 20
+
+Status = models.TaskStatus
+
+
+def _default_node_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _default_start_method() -> str:
+    # forkserver: safe with a threaded coordinator (unlike fork) and much cheaper per worker
+    # than spawn.  Chosen explicitly and never installed as the process-wide default.
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class TaskEngine:
+    """The coordinator: owns the task table, the store and the worker pools.
+
+    Args:
+        store: the persistence backend; a new ``MemoryStore`` by default.
+        node_identity: this engine's name in ``BackgroundTask.node_identity``;
+            ``<hostname>:<pid>:<random>`` by default.
+        retry_interval: seconds between a failed attempt and the next, when ``create`` does
+            not say.
+        max_total_workers: cap on the sum of all pools' workers; ``os.cpu_count()`` by default.
+        clock: the time source (inject ``taskengine.testing.FakeClock`` in tests).
+        start_method: ``"forkserver"`` (default on Linux), ``"spawn"`` or ``"fork"``; the
+            multiprocessing start method of the workers, used through an explicit context.
+        max_payload_bytes: largest encoded payload ``create`` accepts (256 MiB by default).
+
+    Raises:
+        TaskValidationError: an argument is invalid.
+        StoreError: the store cannot be opened.
+    """
+
+    def __init__(
+        self,
+        store: base.TaskStore | None = None,
+        *,
+        node_identity: str | None = None,
+        retry_interval: float | timedelta = 5.0,
+        max_total_workers: int | None = None,
+        clock: clock.Clock | None = None,
+        start_method: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        from taskengine import clock as clock_module
+
+        if store is not None and not isinstance(store, base.TaskStore):
+            raise errors.TaskValidationError("store", store, "expected a TaskStore")
+        self._node = (
+            _default_node_identity()
+            if node_identity is None
+            else validation.check_identifier_text("node_identity", node_identity)
+        )
+        interval = validation.check_duration("retry_interval", retry_interval)
+        assert interval is not None
+        self._retry_interval = interval
+        total = validation.check_optional_positive_int("max_total_workers", max_total_workers)
+        self._max_total = total if total is not None else (os.cpu_count() or 1)
+        if clock is not None and not isinstance(clock, clock_module.Clock):
+            raise errors.TaskValidationError("clock", clock, "expected a Clock (now, listeners)")
+        self._clock: clock_module.Clock = clock or clock_module.SystemClock()
+        method = _default_start_method() if start_method is None else start_method
+        if method not in multiprocessing.get_all_start_methods():
+            raise errors.TaskValidationError(
+                "start_method", start_method, "not available on this platform"
+            )
+        max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
+        assert max_bytes is not None
+        self._max_payload = max_bytes
+        self._store: base.TaskStore = MemoryStore() if store is None else store
+        self._store.open()
+        self._handlers: dict[str, registry.HandlerSpec] = {}
+        self._publisher = publishing.Publisher(self._handlers.get)
+        self._writer = writer.TaskWriter(self._store, self._publisher)
+        self._ids = ids.IdGenerator()
+        self._reactor = reactor.Reactor(
+            store=self._store,
+            task_writer=self._writer,
+            clock_=self._clock,
+            node_identity=self._node,
+            max_total_workers=self._max_total,
+            mp_context=multiprocessing.get_context(method),
+        )
+        self._sweeper = retention.RetentionSweeper(self._store, self._clock)
+        self._lifecycle = threading.Lock()
+        self._started = False
+        self._stopped = False
+        self._clock.add_listener(self._on_clock_moved)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def node_identity(self) -> str:
+        """This engine's node name."""
+        return self._node
+
+    @property
+    def store(self) -> base.TaskStore:
+        """The persistence backend."""
+        return self._store
+
+    def start(self) -> TaskEngine:
+        """Start dispatching (recovering tasks a crashed run left processing); returns self."""
+        with self._lifecycle:
+            self._check_open()
+            if self._started:
+                return self
+            self._recover_interrupted()
+            self._publisher.start()
+            self._reactor.start()
+            self._sweeper.start()
+            self._started = True
+        return self
+
+    def stop(self, timeout: float | timedelta = 30.0) -> None:
+        """Stop dispatching and end every worker; then close the store.
+
+        Running attempts may finish for up to ``timeout`` seconds; attempts still running then
+        are killed and count as crashed (``WorkerCrashedError``, retries apply).  Every worker
+        runs its shutdown method.  Calling ``stop`` again does nothing.
+        """
+        seconds = validation.check_duration("timeout", timeout)
+        assert seconds is not None
+        with self._lifecycle:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._clock.remove_listener(self._on_clock_moved)
+        self._reactor.stop(seconds)
+        self._sweeper.stop()
+        self._publisher.stop(timeout=5.0)
+        self._store.close()
+
+    def __enter__(self) -> TaskEngine:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _check_open(self) -> None:
+        if self._stopped:
+            raise errors.EngineStoppedError("the engine was stopped")
+
+    def _on_clock_moved(self) -> None:
+        self._reactor.wake()
+        self._sweeper.wake()
+
+    def _recover_interrupted(self) -> None:
+        """Count the cut-short attempts of a previous run of this (single-node) store."""
+        if self._store.capabilities.shared:
+            return
+        now = self._clock.now()
+        changes = []
+        for task in self._store.processing():
+            error = models.TaskError.of(
+                errors.WorkerCrashedError,
+                f"the engine ({task.node_identity}) stopped or crashed during attempt "
+                f"{task.attempts}",
+            )
+            changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
+        if changes:
+            log.warning("re-queued %d task(s) interrupted by a previous crash", len(changes))
+            self._writer.apply(changes)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def register_handler(
+        self,
+        task_type: str,
+        module: str,
+        method: str,
+        state_change_callback: registry.StateChangeCallback | None = None,
+        *,
+        max_worker_count: int | None = 1,
+        idle_shutdown_timeout: float | timedelta | None = 60.0,
+        initialise_method: str | None = None,
+        shutdown_method: str | None = None,
+        execution_timeout: float | timedelta | None = None,
+        max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | None = None,
+    ) -> None:
+        """Run tasks of ``task_type`` with ``module.method`` in a pool of worker processes.
+
+        Registering a type again replaces its handler; running attempts finish on the old one.
+
+        Raises:
+            TaskValidationError: an argument is invalid.
+            HandlerNotFoundError: ``module`` cannot be found.
+        """
+        self._check_open()
+        spec = registry.make_spec(
+            task_type,
+            module,
+            method,
+            state_change_callback,
+            max_worker_count=max_worker_count,
+            idle_shutdown_timeout=idle_shutdown_timeout,
+            initialise_method=initialise_method,
+            shutdown_method=shutdown_method,
+            execution_timeout=execution_timeout,
+            max_tasks_per_worker=max_tasks_per_worker,
+            max_memory_per_worker=max_memory_per_worker,
+        )
+        self._handlers[spec.task_type] = spec
+        self._reactor.submit(lambda: self._reactor.register(spec))
+
+    def unregister_handler(self, task_type: str) -> None:
+        """Drop a handler and shut its pool down gracefully; its pending tasks wait.
+
+        Raises:
+            HandlerNotFoundError: no handler is registered for ``task_type``.
+        """
+        self._check_open()
+        checked = validation.check_identifier_text("task_type", task_type)
+        if self._handlers.pop(checked, None) is None:
+            raise errors.HandlerNotFoundError(f"no handler is registered for {checked!r}")
+        self._reactor.submit(lambda: self._reactor.unregister(checked))
+
+    # -- creating -------------------------------------------------------------------------
+
+    def create(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        retry_count: int | None = None,
+        retry_interval: float | timedelta | None = None,
+        retain_for: float | timedelta | None = 0,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Store a new pending task and return its id (once stored, durably on a durable store).
+
+        Args:
+            task_type: selects the handler; a type with no handler yet is accepted.
+            payload: any cloudpickle-able value; the task keeps a copy.
+            retry_count: None retries forever, 0 never, N up to N times.
+            retry_interval: seconds between a failure and the next attempt (engine default).
+            retain_for: 0 deletes the task when it finishes, None or -1 keeps it forever,
+                N > 0 keeps it N seconds.
+            run_at: the task does not start before this (aware) datetime.
+            idempotency_key: while a task created with this key exists, return its id instead.
+
+        Raises:
+            TaskValidationError: an argument is invalid; nothing was stored.
+            StoreError: the store failed; nothing was acknowledged.
+        """
+        self._check_open()
+        key = (
+            None
+            if idempotency_key is None
+            else validation.check_identifier_text("idempotency_key", idempotency_key)
+        )
+        tasks = self._new_tasks(
+            task_type, [payload], retry_count, retry_interval, retain_for, run_at, key
+        )
+        return self._insert(tasks)[0]
+
+    def create_many(
+        self,
+        task_type: str,
+        payloads: Iterable[Any],
+        *,
+        retry_count: int | None = None,
+        retry_interval: float | timedelta | None = None,
+        retain_for: float | timedelta | None = 0,
+        run_at: datetime | None = None,
+    ) -> list[str]:
+        """Like ``create`` for each payload, stored in one batch: all or nothing.
+
+        Raises:
+            TaskValidationError: an argument or any payload is invalid; nothing was stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        self._check_open()
+        if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Iterable):
+            raise errors.TaskValidationError("payloads", payloads, "expected a list of payloads")
+        tasks = self._new_tasks(
+            task_type, list(payloads), retry_count, retry_interval, retain_for, run_at, None
+        )
+        return self._insert(tasks) if tasks else []
+
+    def _new_tasks(
+        self,
+        task_type: object,
+        payloads: list[Any],
+        retry_count: object,
+        retry_interval: object,
+        retain_for: object,
+        run_at: object,
+        idempotency_key: str | None,
+    ) -> list[models.BackgroundTask]:
+        checked_type = validation.check_identifier_text("task_type", task_type)
+        count = validation.check_count("retry_count", retry_count, nullable=True)
+        interval = validation.check_duration("retry_interval", retry_interval, nullable=True)
+        keep = validation.check_retain_for(retain_for)
+        start_at = validation.check_aware_datetime("run_at", run_at)
+        blobs = [self._encode_payload(payload) for payload in payloads]
+        now = self._clock.now()
+        now_ms = clock.to_millis(now)
+        return [
+            transitions.new_task(
+                task_id=self._ids.new_id(now_ms),
+                task_type=checked_type,
+                payload_blob=blob,
+                now=now,
+                retry_count=count,
+                retry_interval=self._retry_interval if interval is None else interval,
+                retain_for=keep,
+                run_at=None if start_at is None else clock.truncate_to_millis(start_at),
+                idempotency_key=idempotency_key,
+            )
+            for blob in blobs
+        ]
+
+    def _encode_payload(self, payload: Any) -> bytes:
+        try:
+            blob = codec.encode(payload)
+        except Exception as exc:  # SystemExit / KeyboardInterrupt from __reduce__ propagate
+            raise errors.TaskValidationError(
+                "payload", payload, f"cannot be pickled: {type(exc).__name__}: {exc}"
+            ) from exc
+        if len(blob) > self._max_payload:
+            raise errors.TaskValidationError(
+                "payload",
+                f"<{len(blob)} bytes encoded>",
+                f"larger than max_payload_bytes={self._max_payload}",
+            )
+        return blob
+
+    def _insert(self, tasks: list[models.BackgroundTask]) -> list[str]:
+        task_ids = self._store.insert_many(tasks)
+        self._reactor.wake()
+        return task_ids
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _visible(self, task_id: object) -> models.BackgroundTask | None:
+        checked = validation.check_task_id(task_id)
+        task = self._store.get(checked)
+        if task is None or not transitions.is_visible(task, self._clock.now()):
+            return None
+        return task
+
+    def get(self, task_id: str) -> models.BackgroundTask | None:
+        """The task's current record, or None for an unknown (or expired) id.
+
+        Raises:
+            TaskValidationError: ``task_id`` is not a str.
+        """
+        self._check_open()
+        return self._visible(task_id)
+
+    def wait(self, task_id: str, timeout: float | timedelta | None = None) -> models.BackgroundTask:
+        """Block until the task is finished and return that snapshot.
+
+        Raises:
+            TaskNotFoundError: the id is unknown (or the task was removed while waiting).
+            TimeoutError: ``timeout`` seconds passed first.
+            TaskValidationError: an argument is invalid.
+        """
+        self._check_open()
+        checked = validation.check_task_id(task_id)
+        seconds = validation.check_duration("timeout", timeout, nullable=True)
+        event, box = self._publisher.subscribe(checked)
+        try:
+            task = self._visible(checked)
+            if task is None:
+                cached = self._publisher.finished(checked)
+                if cached is not None:
+                    return cached
+                raise errors.TaskNotFoundError(checked)
+            if task.status.is_final:
+                return task
+            if not event.wait(seconds):
+                raise TimeoutError(f"task {checked} did not finish within {seconds}s")
+            final = box[0]
+            if final is None:
+                raise errors.TaskNotFoundError(checked)
+            return final
+        finally:
+            self._publisher.unsubscribe(checked, event)
+
+    def query(
+        self,
+        task_type: str | None = None,
+        status: models.TaskStatus | str | None = None,
+        sort_property: str = "date_created",
+        sort_direction: models.SortDirection | str = "asc",
+        cursor: str | None = None,
+        page_size: int = 20,
+    ) -> models.QueryResult:
+        """One page of tasks, filtered and in a total, stable order.
+
+        Raises:
+            TaskValidationError: an argument is invalid (unknown sort field, bad cursor, page
+                size outside 1..1000, ...).
+        """
+        self._check_open()
+        spec = _query_spec(task_type, status, sort_property, sort_direction)
+        size = validation.check_page_size(page_size)
+        after = None if cursor is None else cursors.decode_cursor(spec, cursor)
+        rows = self._store.query(spec, after, size + 1, self._clock.now())
+        page, more = rows[:size], len(rows) > size
+        next_cursor = None
+        if more and page:
+            value, last_id = cursors.sort_key(page[-1], spec.sort_field)
+            position = cursors.CursorPosition(value=value, task_id=last_id)
+            next_cursor = cursors.encode_cursor(spec, position)
+        return models.QueryResult(entities=page, cursor=next_cursor)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def _compare_and_set(
+        self, task_id: object, decide: Any
+    ) -> tuple[models.BackgroundTask, models.BackgroundTask] | None:
+        """Read, decide, write with a fence; retry when another writer got there first."""
+        for _ in range(_CAS_TRIES):
+            task = self._visible(task_id)
+            if task is None:
+                return None
+            try:
+                new = decide(task, self._clock.now())
+            except transitions.Blocked:
+                return None
+            if self._writer.apply([writer.change_for(task, new)])[0]:
+                return task, new
+        return None
+
+    def retry(self, task_id: str) -> bool:
+        """Run a waiting pending task now, or revive a failed one for one more attempt.
+
+        Returns:
+            True when it acted; False for other statuses and unknown ids.
+        """
+        self._check_open()
+        if self._compare_and_set(task_id, transitions.retry) is None:
+            return False
+        self._reactor.wake()
+        return True
+
+    def cancel(self, task_id: str, *, terminate: bool = False) -> bool:
+        """Cancel a pending task, or with ``terminate=True`` a processing one.
+
+        A terminated attempt's worker is killed and replaced.
+
+        Returns:
+            True when it acted; False for other statuses and unknown ids.
+        """
+        self._check_open()
+        if not isinstance(terminate, bool):
+            raise errors.TaskValidationError("terminate", terminate, "expected a bool")
+        outcome = self._compare_and_set(
+            task_id, lambda task, now: transitions.cancel(task, now, terminate=terminate)
+        )
+        if outcome is None:
+            return False
+        old, _ = outcome
+        if old.status is Status.PROCESSING:
+            self._terminate(old.id)
+        return True
+
+    def remove(self, task_id: str) -> bool:
+        """Delete a task whatever its status; a processing one has its attempt terminated.
+
+        Returns:
+            True when something was removed.
+        """
+        self._check_open()
+        task = self._visible(task_id)
+        if task is None:
+            return False
+        change = writer.Change(write=base.Delete(task_id=task.id), task=None, status_changed=False)
+        if not self._writer.apply([change])[0]:
+            return False
+        if task.status is Status.PROCESSING:
+            self._terminate(task.id)
+        return True
+
+    def _terminate(self, task_id: str) -> None:
+        self._reactor.submit(lambda: self._reactor.terminate(task_id))
+
+
+def _query_spec(
+    task_type: object, status: object, sort_property: object, sort_direction: object
+) -> cursors.QuerySpec:
+    return cursors.QuerySpec(
+        task_type=None
+        if task_type is None
+        else validation.check_identifier_text("task_type", task_type),
+        status=validation.check_status(status),
+        sort_field=cursors.resolve_sort_property(sort_property),
+        direction=validation.check_sort_direction(sort_direction),
+    )

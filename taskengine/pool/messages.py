@@ -1,0 +1,75 @@
+"""Messages between the coordinator and a worker, one pipe per worker.
+
+Plain ``NamedTuple``s: they pickle fast and carry only bytes, strings, numbers and ``TaskError``
+data.  Payloads and results stay encoded blobs end to end, so the coordinator's reader never
+unpickles a user object and a broken user object can never break the pipe protocol.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from taskengine import models
+
+__all__ = [
+    "Done",
+    "InitFailed",
+    "Progress",
+    "Ready",
+    "Run",
+    "ShutdownFailed",
+    "Stop",
+    "ToCoordinator",
+    "ToWorker",
+]
+
+
+class Run(NamedTuple):
+    """Coordinator -> worker: run one attempt."""
+
+    task_id: str
+    task_type: str
+    attempt: int
+    payload_blob: bytes
+
+
+class Stop(NamedTuple):
+    """Coordinator -> worker: run the shutdown method and exit."""
+
+
+class Ready(NamedTuple):
+    """Worker -> coordinator: the handler is imported and initialised."""
+
+    pid: int
+
+
+class InitFailed(NamedTuple):
+    """Worker -> coordinator: importing the handler or ``initialise_method`` failed."""
+
+    error: models.TaskError
+
+
+class Progress(NamedTuple):
+    """Worker -> coordinator: the handler reported progress."""
+
+    task_id: str
+    fraction: float
+    message: str | None
+
+
+class Done(NamedTuple):
+    """Worker -> coordinator: the attempt ended; exactly one of result_blob / error is set."""
+
+    task_id: str
+    result_blob: bytes | None
+    error: models.TaskError | None
+
+
+class ShutdownFailed(NamedTuple):
+    """Worker -> coordinator: ``shutdown_method`` raised (the worker exits anyway)."""
+
+    error: models.TaskError
+
+
+ToWorker = Run | Stop
+ToCoordinator = Ready | InitFailed | Progress | Done | ShutdownFailed

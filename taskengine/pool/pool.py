@@ -1,0 +1,95 @@
+"""One task type's pool of worker processes: its limits, its workers, its start-up backoff.
+
+The pool only keeps books and answers questions ("how many can I start?", "which worker is
+idle?"); the reactor (``reactor.py``) acts on the answers.  Every worker lifetime decision (idle
+shutdown, recycling, backoff after a failed start) is the coordinator's, never the worker's.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from multiprocessing.context import BaseContext
+from typing import Final
+
+from taskengine import models, registry
+from taskengine.pool import process, worker_main
+
+__all__ = ["WorkerPool"]
+
+#: First and largest pause before starting a worker again after a failed start.
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MAX: Final = 30.0
+
+State = process.WorkerState
+
+
+class WorkerPool:
+    """The workers of one task type and the registration they run."""
+
+    def __init__(self, spec: registry.HandlerSpec, mp_context: BaseContext) -> None:
+        self.spec = spec
+        self.generation = 0
+        self.workers: list[process.WorkerProcess] = []
+        self.draining = False
+        self._mp_context = mp_context
+        self._backoff = 0.0
+        self.backoff_until = 0.0
+        self.tasks_done = 0
+        self.failures = 0
+        self.crashes = 0
+
+    def replace_spec(self, spec: registry.HandlerSpec) -> None:
+        """Switch to a new registration; workers of the old one retire after their attempt."""
+        self.spec = spec
+        self.generation += 1
+        self.draining = False
+        self._backoff = 0.0
+        self.backoff_until = 0.0
+
+    def worker_config(self) -> worker_main.WorkerConfig:
+        """What a new worker of this pool is started with."""
+        return worker_main.WorkerConfig(
+            task_type=self.spec.task_type,
+            module=self.spec.module,
+            method=self.spec.method,
+            initialise_method=self.spec.initialise_method,
+            shutdown_method=self.spec.shutdown_method,
+            sys_path=tuple(sys.path),
+        )
+
+    def is_current(self, worker: process.WorkerProcess) -> bool:
+        """Whether ``worker`` runs the current registration."""
+        return worker.generation == self.generation and not self.draining
+
+    def idle_workers(self) -> list[process.WorkerProcess]:
+        """Idle workers of the current registration."""
+        return [w for w in self.workers if w.state is State.IDLE and self.is_current(w)]
+
+    def spawnable(self, total_live: int, max_total: int) -> int:
+        """How many workers may be started now within both limits and the backoff."""
+        if self.draining or time.monotonic() < self.backoff_until:
+            return 0
+        own = self.spec.max_worker_count - len(self.workers)
+        return max(0, min(own, max_total - total_live))
+
+    def spawn(self, task: models.BackgroundTask | None) -> process.WorkerProcess:
+        """Start a worker; ``task`` (already claimed) runs there once it is ready."""
+        worker = process.WorkerProcess(self._mp_context, self.worker_config(), self.generation)
+        worker.task = task
+        self.workers.append(worker)
+        return worker
+
+    def start_failed(self) -> None:
+        """A worker could not start: wait longer before the next try (capped)."""
+        self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))
+        self.backoff_until = time.monotonic() + self._backoff
+
+    def start_succeeded(self) -> None:
+        """A worker started: the next failure starts the backoff from the beginning."""
+        self._backoff = 0.0
+
+    def remove(self, worker: process.WorkerProcess) -> None:
+        """Forget an exited worker."""
+        if worker in self.workers:
+            self.workers.remove(worker)

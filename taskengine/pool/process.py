@@ -1,0 +1,141 @@
+"""One worker process as the coordinator sees it: process, pipes, state and the attempt it runs.
+
+The handle never blocks: it starts the process, sends messages, and kills the process group.
+Deciding *when* to do any of that belongs to ``pool.py`` and ``reactor.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from taskengine import models
+from taskengine.pool import messages, worker_main
+
+__all__ = ["KillReason", "WorkerProcess", "WorkerState", "describe_exit"]
+
+
+class WorkerState(enum.Enum):
+    """Life of a worker process."""
+
+    STARTING = "starting"  # spawned, waiting for Ready
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"  # sent Stop, waiting for it to exit
+    KILLED = "killed"  # signalled, waiting for the sentinel
+
+
+class KillReason(enum.Enum):
+    """Why the coordinator killed a worker; decides the error of its attempt."""
+
+    TIMEOUT = "timeout"
+    TERMINATED = "terminated"  # cancel(terminate=True) or remove()
+    START_TIMEOUT = "start-timeout"
+    STOP = "stop"  # stop() ran out of time, or the worker ignored Stop
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Name how a process ended: a signal by name, or its exit code."""
+    if exitcode is None:
+        return "an unknown status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"signal {-exitcode} ({name})"
+    return f"code {exitcode}"
+
+
+class WorkerProcess:
+    """Handle of one worker process of a pool."""
+
+    def __init__(
+        self, mp_context: BaseContext, config: worker_main.WorkerConfig, generation: int
+    ) -> None:
+        self.config = config
+        self.generation = generation
+        parent_conn, child_conn = mp_context.Pipe(duplex=True)
+        lifeline_reader, lifeline_writer = mp_context.Pipe(duplex=False)
+        self.conn: Connection = parent_conn
+        self._lifeline: Connection = lifeline_writer
+        self.process: Any = mp_context.Process(  # type: ignore[attr-defined]
+            target=worker_main.run_worker,
+            args=(child_conn, lifeline_reader, config),
+            name=f"taskengine-worker[{config.task_type}]",
+            daemon=False,
+        )
+        self.process.start()
+        # The child has its own copies now; closing ours makes EOF mean "the other side died".
+        child_conn.close()
+        lifeline_reader.close()
+        self.pid: int = self.process.pid
+        self.sentinel: int = self.process.sentinel
+        self.state = WorkerState.STARTING
+        self.started_at = time.monotonic()
+        self.task: models.BackgroundTask | None = None
+        self.run_started_at: float | None = None
+        self.deadline: float | None = None
+        self.idle_since = self.started_at
+        self.tasks_done = 0
+        self.kill_reason: KillReason | None = None
+        self.kill_escalate_at: float | None = None
+        self.retire_after_task = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess pid={self.pid} {self.config.task_type} {self.state.value}>"
+
+    def send(self, message: messages.ToWorker) -> bool:
+        """Send a message; False when the pipe is broken (the worker is dying)."""
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the worker's process group (its handler's children too)."""
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            # Not yet a group leader (setsid not run yet), or already gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self, reason: KillReason, *, grace: float = 0.0) -> None:
+        """SIGTERM now and SIGKILL after ``grace`` seconds, or SIGKILL at once."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        self.state = WorkerState.KILLED
+        if grace > 0:
+            self.signal_group(signal.SIGTERM)
+            self.kill_escalate_at = time.monotonic() + grace
+        else:
+            self.signal_group(signal.SIGKILL)
+            self.kill_escalate_at = None
+
+    def escalate(self) -> None:
+        """SIGKILL the process group (the grace after SIGTERM ran out)."""
+        self.signal_group(signal.SIGKILL)
+        self.kill_escalate_at = None
+
+    def reap(self) -> int | None:
+        """Collect the exited process; return its exit code and close the pipes."""
+        # The group may still hold the handler's children: they die with their worker.  This
+        # runs before the join, while the exited worker is a zombie whose pid cannot be reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.join(1.0)
+        for conn in (self.conn, self._lifeline):
+            with contextlib.suppress(OSError):
+                conn.close()
+        code: int | None = self.process.exitcode
+        with contextlib.suppress(ValueError):
+            self.process.close()
+        return code

@@ -1,0 +1,663 @@
+"""The reactor: the one coordinator thread that runs every pool.
+
+It waits (``multiprocessing.connection.wait``) on every worker's pipe, every worker's process
+sentinel and a wakeup pipe, with a timeout that ends at the next timer (a due task, an execution
+deadline, an idle shutdown, a backoff).  Each turn it reads what workers sent, notices workers
+that died, acts on timers, claims due tasks for free workers, and writes the outcomes to the
+store in one batch (group commit).  Only this thread touches pools and worker handles; other
+threads reach it through :meth:`Reactor.submit` and :meth:`Reactor.wake`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from datetime import datetime
+from multiprocessing import connection
+from multiprocessing.context import BaseContext
+from typing import Any, Final, TypeVar
+
+import psutil
+
+from taskengine import clock, errors, models, registry, transitions, writer
+from taskengine.pool import messages, pool, process
+from taskengine.stores import base
+
+__all__ = ["Reactor"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+State = process.WorkerState
+Reason = process.KillReason
+
+#: Seconds between SIGTERM and SIGKILL when an attempt times out.
+KILL_GRACE: Final = 1.0
+#: Seconds a worker may take to import its handler and initialise.
+START_TIMEOUT: Final = 60.0
+#: Seconds a worker may spend in its shutdown method before it is killed.
+SHUTDOWN_GRACE: Final = 5.0
+#: Longest sleep of the loop even with no timer due (a safety net, not a poll).
+MAX_SLEEP: Final = 30.0
+#: First and largest pause after a store error before writing again.
+STORE_RETRY_FIRST: Final = 0.05
+STORE_RETRY_MAX: Final = 5.0
+
+
+class Reactor:
+    """Runs the pools of one engine on a dedicated thread."""
+
+    def __init__(
+        self,
+        *,
+        store: base.TaskStore,
+        task_writer: writer.TaskWriter,
+        clock_: clock.Clock,
+        node_identity: str,
+        max_total_workers: int,
+        mp_context: BaseContext,
+    ) -> None:
+        self._store = store
+        self._writer = task_writer
+        self._clock = clock_
+        self._node = node_identity
+        self._max_total = max_total_workers
+        self._mp_context = mp_context
+        self._pools: dict[str, pool.WorkerPool] = {}
+        self._commands: list[Callable[[], None]] = []
+        self._commands_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._main, name="taskengine-reactor", daemon=True)
+        self._batch: list[writer.Change] = []
+        self._store_retry_at = 0.0
+        self._store_backoff = 0.0
+        self._dirty = True
+        self._due_hint: datetime | None = None
+        self._rotation = 0
+        self._stop_deadline: float | None = None
+        self._finished = threading.Event()
+
+    # -- API side (any thread) ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reactor thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Make the loop run a turn soon (new work, a clock jump)."""
+        self._dirty = True
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")
+
+    def submit(self, command: Callable[[], T]) -> Future[T]:
+        """Run ``command`` on the reactor thread; its outcome arrives in the future."""
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(command())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        with self._commands_lock:
+            self._commands.append(run)
+        self.wake()
+        return future
+
+    def stop(self, timeout: float) -> None:
+        """Stop dispatching, let attempts finish up to ``timeout``, end every worker."""
+        deadline = time.monotonic() + timeout
+
+        def begin() -> None:
+            self._stop_deadline = deadline
+
+        if self._thread.is_alive():
+            self.submit(begin)
+            # Workers get the rest of the timeout plus the kill grace; then the loop ends.
+            self._finished.wait(timeout + KILL_GRACE + 2.0)
+        elif self._thread.ident is None:
+            self._finished.set()  # never started: nothing to wait for
+        if self._finished.is_set():
+            wake_r, wake_w = self._wake_r, self._wake_w
+            self._wake_r = self._wake_w = -1
+            for fd in (wake_r, wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    # -- commands (run on the reactor thread) ---------------------------------------------
+
+    def register(self, spec: registry.HandlerSpec) -> None:
+        """Create or replace the pool of ``spec.task_type``."""
+        existing = self._pools.get(spec.task_type)
+        if existing is None:
+            self._pools[spec.task_type] = pool.WorkerPool(spec, self._mp_context)
+        else:
+            existing.replace_spec(spec)
+            self._retire_outdated(existing)
+        self._dirty = True
+
+    def unregister(self, task_type: str) -> None:
+        """Shut a pool down gracefully; its pending tasks wait for a new registration."""
+        found = self._pools.get(task_type)
+        if found is not None:
+            found.draining = True
+            self._retire_outdated(found)
+            if not found.workers:
+                del self._pools[task_type]
+
+    def terminate(self, task_id: str) -> bool:
+        """Kill the worker running ``task_id`` (its record was already changed)."""
+        for each in self._pools.values():
+            for worker in each.workers:
+                if worker.task is not None and worker.task.id == task_id:
+                    worker.kill(Reason.TERMINATED)
+                    return True
+        return False
+
+    def pool_facts(self) -> dict[str, dict[str, Any]]:
+        """Worker pids and states per task type (for tests and stats)."""
+        return {
+            task_type: {
+                "pids": [w.pid for w in each.workers],
+                "busy": sum(1 for w in each.workers if w.state is State.BUSY),
+                "tasks_done": each.tasks_done,
+                "failures": each.failures,
+                "crashes": each.crashes,
+            }
+            for task_type, each in self._pools.items()
+        }
+
+    def _retire_outdated(self, each: pool.WorkerPool) -> None:
+        for worker in list(each.workers):
+            if each.is_current(worker):
+                continue
+            if worker.state is State.IDLE:
+                self._send_stop(worker)
+            elif worker.state in (State.BUSY, State.STARTING):
+                worker.retire_after_task = True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            while not self._turn():
+                pass
+        except Exception:
+            log.critical("the taskengine reactor crashed; killing its workers", exc_info=True)
+            for each in self._pools.values():
+                for worker in each.workers:
+                    worker.kill(Reason.STOP)
+        finally:
+            self._finished.set()
+
+    def _workers(self) -> Iterable[process.WorkerProcess]:
+        for each in self._pools.values():
+            yield from each.workers
+
+    def _turn(self) -> bool:
+        """One turn of the loop; True when the reactor has finished stopping."""
+        watched: dict[Any, process.WorkerProcess] = {}
+        for worker in self._workers():
+            watched[worker.sentinel] = worker
+            if not worker.conn.closed:
+                watched[worker.conn] = worker
+        ready = connection.wait([self._wake_r, *watched], self._sleep_seconds())
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_r, 4096):
+                pass
+        exited: list[process.WorkerProcess] = []
+        for obj in ready:
+            if obj == self._wake_r:
+                continue
+            worker = watched[obj]
+            if isinstance(obj, int):
+                exited.append(worker)
+            else:
+                self._drain(worker)
+        for worker in exited:
+            self._on_exit(worker)
+        self._run_commands()
+        self._check_timers()
+        if self._stop_deadline is None:
+            self._dispatch()
+        else:
+            self._stop_step()
+        self._flush()
+        return self._stop_deadline is not None and not any(True for _ in self._workers())
+
+    def _run_commands(self) -> None:
+        with self._commands_lock:
+            commands, self._commands = self._commands, []
+        for command in commands:
+            command()
+
+    def _sleep_seconds(self) -> float:
+        now = time.monotonic()
+        wake = now + MAX_SLEEP
+        for worker in self._workers():
+            for moment in self._timers_of(worker):
+                if moment is not None:
+                    wake = min(wake, moment)
+        for each in self._pools.values():
+            if each.backoff_until > now:
+                wake = min(wake, each.backoff_until)
+        if self._batch:
+            wake = min(wake, self._store_retry_at)
+        if self._stop_deadline is not None:
+            wake = min(wake, self._stop_deadline)
+        elif self._dirty and self._pools:
+            wake = min(wake, max(now, self._store_retry_at))
+        if self._due_hint is not None:
+            ahead = (self._due_hint - self._clock.now()).total_seconds()
+            wake = min(wake, now + max(0.0, ahead))
+        return max(0.0, wake - now)
+
+    def _timers_of(self, worker: process.WorkerProcess) -> tuple[float | None, ...]:
+        spec = self._pools[worker.config.task_type].spec
+        idle_at = None
+        if worker.state is State.IDLE and spec.idle_shutdown_timeout is not None:
+            idle_at = worker.idle_since + spec.idle_shutdown_timeout
+        start_at = worker.started_at + START_TIMEOUT if worker.state is State.STARTING else None
+        return (worker.deadline, worker.kill_escalate_at, idle_at, start_at)
+
+    # -- messages from workers --------------------------------------------------------------
+
+    def _drain(self, worker: process.WorkerProcess) -> None:
+        """Read every message the worker has sent; EOF closes the pipe (the sentinel follows)."""
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError, ValueError):
+                # The worker died, possibly in the middle of a message: nothing after the last
+                # complete message is trusted.  The sentinel reports the death itself.
+                with contextlib.suppress(OSError):
+                    worker.conn.close()
+                return
+            except Exception:
+                log.exception("garbled message from worker %s; killing it", worker.pid)
+                worker.kill(Reason.STOP)
+                with contextlib.suppress(OSError):
+                    worker.conn.close()
+                return
+            self._on_message(worker, message)
+
+    def _on_message(self, worker: process.WorkerProcess, message: messages.ToCoordinator) -> None:
+        each = self._pools[worker.config.task_type]
+        if isinstance(message, messages.Ready):
+            each.start_succeeded()
+            if worker.state is State.STARTING:
+                if worker.task is not None:
+                    self._run_on(worker, worker.task)
+                else:
+                    self._become_idle(worker, each)
+        elif isinstance(message, messages.Done):
+            self._on_done(worker, each, message)
+        elif isinstance(message, messages.Progress):
+            task = worker.task
+            if task is not None and task.id == message.task_id:
+                new = transitions.report_progress(task, message.fraction, self._clock.now())
+                worker.task = new
+                self._batch.append(
+                    writer.Change(
+                        write=base.Update(
+                            task=new, expected_status=task.status, expected_attempts=task.attempts
+                        ),
+                        task=new,
+                        status_changed=False,
+                    )
+                )
+        elif isinstance(message, messages.InitFailed):
+            each.start_failed()
+            log.error(
+                "a worker for %r could not start: %s",
+                worker.config.task_type,
+                message.error.message,
+                extra={"task_type": worker.config.task_type, "node": self._node},
+            )
+            if worker.task is not None:
+                self._fail(worker.task, message.error)
+                worker.task = None
+            worker.state = State.STOPPING
+        elif isinstance(message, messages.ShutdownFailed):
+            log.error(
+                "shutdown method of a %r worker (pid %s) raised %s: %s",
+                worker.config.task_type,
+                worker.pid,
+                message.error.type,
+                message.error.message,
+                extra={"task_type": worker.config.task_type, "node": self._node},
+            )
+
+    def _on_done(
+        self, worker: process.WorkerProcess, each: pool.WorkerPool, done: messages.Done
+    ) -> None:
+        task = worker.task
+        if task is None or task.id != done.task_id:
+            return
+        worker.task = None
+        worker.deadline = None
+        worker.tasks_done += 1
+        each.tasks_done += 1
+        now = self._clock.now()
+        if done.error is None:
+            assert done.result_blob is not None
+            self._batch.append(
+                writer.change_for(task, transitions.succeed(task, done.result_blob, now))
+            )
+        else:
+            each.failures += 1
+            self._batch.append(
+                writer.change_for(task, transitions.fail_attempt(task, done.error, now))
+            )
+        if worker.state is State.BUSY:
+            if self._should_recycle(worker, each):
+                self._send_stop(worker)
+            else:
+                self._become_idle(worker, each)
+
+    def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
+        spec = each.spec
+        if worker.retire_after_task or not each.is_current(worker) or self._stop_deadline:
+            return True
+        if spec.max_tasks_per_worker is not None and worker.tasks_done >= spec.max_tasks_per_worker:
+            return True
+        if spec.max_memory_per_worker is not None:
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                return True
+            if rss > spec.max_memory_per_worker:
+                log.info(
+                    "recycling worker %s of %r: RSS %d > %d bytes",
+                    worker.pid,
+                    spec.task_type,
+                    rss,
+                    spec.max_memory_per_worker,
+                )
+                return True
+        return False
+
+    def _become_idle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> None:
+        worker.state = State.IDLE
+        worker.idle_since = time.monotonic()
+        self._dirty = True
+        if not each.is_current(worker) or worker.retire_after_task:
+            self._send_stop(worker)
+
+    # -- worker exits ---------------------------------------------------------------------
+
+    def _on_exit(self, worker: process.WorkerProcess) -> None:
+        if not worker.conn.closed:
+            self._drain(worker)
+        was = worker.state
+        code = worker.reap()
+        each = self._pools[worker.config.task_type]
+        each.remove(worker)
+        self._dirty = True
+        if was is State.STARTING and worker.kill_reason is None:
+            each.start_failed()
+        task = worker.task
+        if task is not None:
+            each.crashes += 1
+            self._fail(task, self._exit_error(worker, was, code, each.spec))
+        if each.draining and not each.workers:
+            del self._pools[worker.config.task_type]
+
+    def _exit_error(
+        self,
+        worker: process.WorkerProcess,
+        was: process.WorkerState,
+        code: int | None,
+        spec: registry.HandlerSpec,
+    ) -> models.TaskError:
+        how = process.describe_exit(code)
+        attempt = worker.task.attempts if worker.task is not None else 0
+        reason = worker.kill_reason
+        if reason is Reason.TIMEOUT:
+            return models.TaskError.of(
+                errors.TaskTimeoutError,
+                f"attempt {attempt} ran longer than execution_timeout={spec.execution_timeout}s; "
+                f"worker {worker.pid} was killed",
+            )
+        if reason is Reason.START_TIMEOUT:
+            return models.TaskError.of(
+                errors.WorkerInitError,
+                f"worker {worker.pid} did not finish starting within {START_TIMEOUT}s",
+            )
+        if reason is Reason.STOP:
+            return models.TaskError.of(
+                errors.WorkerCrashedError,
+                f"the engine stopped before attempt {attempt} finished; worker {worker.pid} "
+                "was killed",
+            )
+        if reason is Reason.TERMINATED:
+            return models.TaskError.of(
+                errors.WorkerCrashedError, f"worker {worker.pid} was terminated on request"
+            )
+        if was is State.STARTING:
+            return models.TaskError.of(
+                errors.WorkerCrashedError,
+                f"worker {worker.pid} exited with {how} while starting (importing "
+                f"{spec.module} or running its initialise method)",
+            )
+        if code is not None and code < 0:
+            return models.TaskError.of(
+                errors.WorkerCrashedError,
+                f"worker {worker.pid} was killed by {how} during attempt {attempt}",
+            )
+        return models.TaskError.of(
+            errors.WorkerCrashedError,
+            f"worker {worker.pid} exited with {how} before returning a result (attempt {attempt})",
+        )
+
+    def _fail(self, task: models.BackgroundTask, error: models.TaskError) -> None:
+        now = self._clock.now()
+        self._batch.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _check_timers(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers()):
+            spec = self._pools[worker.config.task_type].spec
+            if worker.kill_escalate_at is not None and now >= worker.kill_escalate_at:
+                worker.escalate()
+            elif (
+                worker.state is State.BUSY
+                and worker.deadline is not None
+                and now >= worker.deadline
+            ):
+                log.warning(
+                    "task %s exceeded execution_timeout=%ss; killing worker %s",
+                    worker.task.id if worker.task else "?",
+                    spec.execution_timeout,
+                    worker.pid,
+                )
+                worker.kill(Reason.TIMEOUT, grace=KILL_GRACE)
+            elif worker.state is State.STARTING and now >= worker.started_at + START_TIMEOUT:
+                worker.kill(Reason.START_TIMEOUT)
+            elif (
+                worker.state is State.IDLE
+                and spec.idle_shutdown_timeout is not None
+                and now >= worker.idle_since + spec.idle_shutdown_timeout
+            ):
+                self._send_stop(worker)
+
+    def _send_stop(self, worker: process.WorkerProcess) -> None:
+        worker.state = State.STOPPING
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        if self._stop_deadline is not None:
+            deadline = min(deadline, max(self._stop_deadline, time.monotonic()) + 0.5)
+        worker.kill_escalate_at = deadline
+        if not worker.send(messages.Stop()):
+            worker.kill(Reason.STOP)
+
+    # -- dispatching ----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if not self._pools:
+            self._dirty = False
+            return
+        if time.monotonic() < self._store_retry_at:
+            return
+        now = self._clock.now()
+        if self._dirty:
+            self._dirty = False
+            self._due_hint = self._next_due(self._types_with_room())
+            if self._due_hint is None or self._due_hint > now:
+                self._relieve_starvation(now)
+        if self._due_hint is None or self._due_hint > now:
+            return
+        types = list(self._pools)
+        self._rotation = (self._rotation + 1) % len(types)
+        claimed_any = False
+        for task_type in types[self._rotation :] + types[: self._rotation]:
+            each = self._pools[task_type]
+            idle = each.idle_workers()
+            room = len(idle) + each.spawnable(self._total_live(), self._max_total)
+            if room == 0:
+                continue
+            try:
+                claimed = self._writer.claim(
+                    task_type, now, room, lambda t: transitions.claim(t, now, self._node)
+                )
+            except errors.StoreError:
+                self._store_failed("claiming due tasks")
+                return
+            claimed_any = claimed_any or bool(claimed)
+            for task in claimed:
+                if idle:
+                    self._run_on(idle.pop(), task)
+                else:
+                    self._start_worker(each, task)
+        # Claims may have left more due work behind; look again next turn.
+        self._dirty = claimed_any
+        if not claimed_any:
+            self._due_hint = self._next_due(self._types_with_room())
+
+    def _next_due(self, types: list[str]) -> datetime | None:
+        if not types:
+            return None
+        try:
+            return self._store.next_due(types)
+        except errors.StoreError:
+            self._store_failed("looking for due tasks")
+            return None
+
+    def _types_with_room(self) -> list[str]:
+        total = self._total_live()
+        return [
+            task_type
+            for task_type, each in self._pools.items()
+            if each.idle_workers() or each.spawnable(total, self._max_total)
+        ]
+
+    def _total_live(self) -> int:
+        return sum(len(each.workers) for each in self._pools.values())
+
+    def _relieve_starvation(self, now: datetime) -> None:
+        """With every worker slot taken, make room for a type that has due work and no workers.
+
+        Idle workers of other types stop at once; otherwise the busiest type retires one worker
+        after its attempt, so no type waits for another's backlog to drain.
+        """
+        if self._total_live() < self._max_total:
+            return
+        starving = [
+            task_type
+            for task_type, each in self._pools.items()
+            if not each.workers and not each.draining
+        ]
+        if not starving:
+            return
+        due = self._next_due(starving)
+        if due is None or due > now:
+            return
+        others = [w for w in self._workers() if w.config.task_type not in starving]
+        for worker in others:
+            if worker.state is State.IDLE:
+                self._send_stop(worker)
+                return
+        if any(w.retire_after_task for w in others):
+            return
+        busiest = max(self._pools.values(), key=lambda each: len(each.workers))
+        for worker in busiest.workers:
+            if worker.state in (State.BUSY, State.STARTING) and not worker.retire_after_task:
+                worker.retire_after_task = True
+                return
+
+    def _start_worker(self, each: pool.WorkerPool, task: models.BackgroundTask) -> None:
+        try:
+            each.spawn(task)
+        except Exception as exc:
+            each.start_failed()
+            log.exception("could not start a worker for %r", each.spec.task_type)
+            error = models.TaskError(
+                type="WorkerInitError",
+                message=f"could not start a worker process: {type(exc).__name__}: {exc}",
+            )
+            self._fail(task, error)
+
+    def _run_on(self, worker: process.WorkerProcess, task: models.BackgroundTask) -> None:
+        spec = self._pools[worker.config.task_type].spec
+        worker.task = task
+        worker.state = State.BUSY
+        worker.run_started_at = time.monotonic()
+        worker.deadline = (
+            None
+            if spec.execution_timeout is None
+            else worker.run_started_at + spec.execution_timeout
+        )
+        # A failed send means the worker is dying; its sentinel will fail the attempt.
+        worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob))
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def _stop_step(self) -> None:
+        assert self._stop_deadline is not None
+        past = time.monotonic() >= self._stop_deadline
+        for worker in list(self._workers()):
+            if worker.state is State.IDLE:
+                self._send_stop(worker)
+            elif worker.state in (State.BUSY, State.STARTING) and (past or worker.task is None):
+                # A worker still starting with nothing to run has no attempt to finish.
+                worker.kill(Reason.STOP)
+
+    # -- store writes ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._batch or time.monotonic() < self._store_retry_at:
+            return
+        batch, self._batch = self._batch, []
+        try:
+            self._writer.apply(batch)
+        except errors.StoreError:
+            self._batch = batch + self._batch
+            self._store_failed(f"storing {len(batch)} outcome(s)")
+            return
+        if self._store_backoff:
+            log.warning("the task store is writable again; held outcomes are stored")
+        self._store_backoff = 0.0
+        self._store_retry_at = 0.0
+        self._dirty = True
+
+    def _store_failed(self, what: str) -> None:
+        if not self._store_backoff:
+            log.error("task store failed while %s; retrying with backoff", what, exc_info=True)
+        self._store_backoff = min(STORE_RETRY_MAX, max(STORE_RETRY_FIRST, self._store_backoff * 2))
+        self._store_retry_at = time.monotonic() + self._store_backoff
+
+    def flush_now(self) -> None:
+        """Write held outcomes at once (used at the end of ``stop``)."""
+        self._store_retry_at = 0.0
+        self._flush()

@@ -1,0 +1,187 @@
+"""The worker process: import the handler, initialise, run attempts, shut down.
+
+This module is the child's entry point and imports nothing from the engine or the stores.  The
+worker never decides its own lifetime: it runs what it is sent until the coordinator sends
+``Stop`` or goes away.  Two rules keep a dead coordinator from leaving workers behind: the main
+loop treats EOF on its pipe as "exit", and a watchdog thread exits the process as soon as the
+lifeline pipe (whose other end only the coordinator holds) reports EOF, even mid-handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import resource
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import attrs
+
+from taskengine import codec, context, models
+from taskengine.pool import messages
+
+__all__ = ["WorkerConfig", "resolve_callable", "run_worker"]
+
+#: Exit status of a worker whose coordinator disappeared.
+ORPHAN_EXIT_CODE = 70
+
+
+@attrs.frozen(kw_only=True)
+class WorkerConfig:
+    """Everything a worker needs to start, sent once at spawn."""
+
+    task_type: str
+    module: str
+    method: str
+    initialise_method: str | None
+    shutdown_method: str | None
+    sys_path: tuple[str, ...]
+
+
+def resolve_callable(module: Any, name: str) -> Callable[..., Any]:
+    """Resolve ``name`` (``"func"`` or ``"Class.static_method"``) in ``module``.
+
+    Only these two shapes are resolved: never an arbitrary dotted chain.
+    """
+    target: Any = module
+    for part in name.split(".", 1):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{module.__name__}.{name} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    os._exit(ORPHAN_EXIT_CODE)
+
+
+class _Worker:
+    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.send_lock = threading.Lock()
+        self.handler: Callable[[Any], Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def send(self, message: messages.ToCoordinator) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def start(self) -> bool:
+        for entry in reversed(self.config.sys_path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        where = f"{self.config.module}.{self.config.method}"
+        try:
+            module = importlib.import_module(self.config.module)
+            self.handler = resolve_callable(module, self.config.method)
+            if self.config.initialise_method is not None:
+                resolve_callable(module, self.config.initialise_method)()
+        except BaseException as exc:
+            error = models.TaskError.from_exception(exc)
+            self.send(
+                messages.InitFailed(
+                    models.TaskError(
+                        type="WorkerInitError",
+                        message=f"starting a worker for {where} failed: {error.type}: "
+                        f"{error.message}",
+                        cause=error,
+                    )
+                )
+            )
+            return False
+        self.send(messages.Ready(os.getpid()))
+        return True
+
+    def report(self, task_id: str) -> Callable[[float, str | None], None]:
+        def reporter(fraction: float, message: str | None) -> None:
+            self.send(messages.Progress(task_id, fraction, message))
+
+        return reporter
+
+    def run(self, job: messages.Run) -> messages.Done:
+        assert self.handler is not None
+        task = context.TaskContext(
+            id=job.task_id,
+            type=job.task_type,
+            attempt=job.attempt,
+            reporter=self.report(job.task_id),
+        )
+        token = context.set_current(task)
+        try:
+            try:
+                payload = codec.decode(job.payload_blob)
+                result = self.handler(payload)
+                if inspect.isawaitable(result):
+                    if self.loop is None:
+                        self.loop = asyncio.new_event_loop()
+                    result = self.loop.run_until_complete(_await(result))
+            except BaseException as exc:  # SystemExit and friends are handler errors too
+                return messages.Done(job.task_id, None, models.TaskError.from_exception(exc))
+            try:
+                return messages.Done(job.task_id, codec.encode(result), None)
+            except BaseException as exc:
+                error = models.TaskError.from_exception(exc)
+                message = f"the result could not be serialised: {error.message}"
+                return messages.Done(job.task_id, None, attrs.evolve(error, message=message))
+        finally:
+            context.reset_current(token)
+
+    def shutdown(self) -> None:
+        name = self.config.shutdown_method
+        if name is None:
+            return
+        try:
+            resolve_callable(importlib.import_module(self.config.module), name)()
+        except BaseException as exc:
+            error = models.TaskError.from_exception(exc)
+            with contextlib.suppress(OSError, ValueError):
+                self.send(messages.ShutdownFailed(error))
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return  # the coordinator is gone: exit without a shutdown handshake
+            if isinstance(message, messages.Stop):
+                self.shutdown()
+                return
+            done = self.run(message)
+            try:
+                self.send(done)
+            except OSError:
+                return  # the coordinator is gone
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_worker(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
+    """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+    # Own process group, so a timeout can kill the handler's children too (killpg).
+    with contextlib.suppress(OSError):
+        os.setsid()
+    # No core files: they would write payload data to disk.
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Ctrl-C in a terminal is the coordinator's business; it stops workers through their pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_watch_lifeline, args=(lifeline,), name="taskengine-lifeline", daemon=True
+    ).start()
+    worker = _Worker(conn, config)
+    if worker.start():
+        worker.serve()
+    with contextlib.suppress(OSError):
+        conn.close()

@@ -1,0 +1,187 @@
+"""What happens after a change is stored.
+
+State-change callbacks, ``wait`` wakeups, and the cache of recently finished tasks.
+
+Callbacks run on one thread of the coordinator, in the order the changes were stored, so each
+task's callbacks arrive in order; an exception in a callback is logged and never stalls anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from taskengine import models, registry
+
+__all__ = ["FinishedCache", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+#: How long a finished task's final snapshot stays available to ``wait``.
+FINISHED_TTL: Final = 60.0
+#: Bounds on the finished-task cache: whichever is reached first evicts the oldest entries.
+FINISHED_MAX_ENTRIES: Final = 100_000
+FINISHED_MAX_BYTES: Final = 256 * 1024 * 1024
+
+_Waiter = list[models.BackgroundTask | None]
+
+
+class FinishedCache:
+    """Final snapshots of finished tasks, kept at least ``ttl`` seconds within memory bounds."""
+
+    def __init__(
+        self,
+        ttl: float = FINISHED_TTL,
+        max_entries: int = FINISHED_MAX_ENTRIES,
+        max_bytes: int = FINISHED_MAX_BYTES,
+    ) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: collections.OrderedDict[str, tuple[float, models.BackgroundTask]] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+
+    @staticmethod
+    def _size(task: models.BackgroundTask) -> int:
+        return len(task.payload_blob) + len(task.result_blob or b"") + 512
+
+    def add(self, task: models.BackgroundTask) -> None:
+        """Remember ``task``'s final snapshot (replacing an older one)."""
+        old = self._entries.pop(task.id, None)
+        if old is not None:
+            self._bytes -= self._size(old[1])
+        self._entries[task.id] = (time.monotonic(), task)
+        self._bytes += self._size(task)
+        self._evict()
+
+    def _evict(self) -> None:
+        horizon = time.monotonic() - self._ttl
+        while self._entries:
+            stamp, task = next(iter(self._entries.values()))
+            over = len(self._entries) > self._max_entries or self._bytes > self._max_bytes
+            if stamp >= horizon and not over:
+                break
+            self._entries.popitem(last=False)
+            self._bytes -= self._size(task)
+
+    def get(self, task_id: str) -> models.BackgroundTask | None:
+        """The cached final snapshot, or None."""
+        entry = self._entries.get(task_id)
+        return None if entry is None else entry[1]
+
+    def discard(self, task_id: str) -> None:
+        """Forget a task (it was revived by ``retry``)."""
+        entry = self._entries.pop(task_id, None)
+        if entry is not None:
+            self._bytes -= self._size(entry[1])
+
+
+class Publisher:
+    """Fans stored changes out to callbacks and waiters.
+
+    Args:
+        lookup: returns the registration of a task type, or None.
+    """
+
+    def __init__(self, lookup: Callable[[str], registry.HandlerSpec | None]) -> None:
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[tuple[threading.Event, _Waiter]]] = {}
+        self._finished = FinishedCache()
+        self._queue: queue.SimpleQueue[
+            tuple[registry.StateChangeCallback, models.BackgroundTask] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the callback thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run_callbacks, name="taskengine-callbacks", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Run the callbacks already queued, then end the thread (waits up to ``timeout``)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run_callbacks(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            callback, task = item
+            try:
+                outcome = callback(task)
+                if inspect.isawaitable(outcome):
+                    asyncio.run(_await(outcome))
+            except Exception:
+                log.exception(
+                    "state-change callback failed for task %s",
+                    task.id,
+                    extra={"task_id": task.id, "task_type": task.type},
+                )
+
+    def publish(self, task: models.BackgroundTask, status_changed: bool) -> None:
+        """Announce a stored change.  Called in store order, under the writer's lock."""
+        if status_changed:
+            spec = self._lookup(task.type)
+            if spec is not None and spec.state_change_callback is not None:
+                self._queue.put((spec.state_change_callback, task))
+        if task.status.is_final:
+            with self._lock:
+                self._finished.add(task)
+                waiters = self._waiters.pop(task.id, [])
+            for event, box in waiters:
+                box.append(task)
+                event.set()
+        elif status_changed and task.status is models.TaskStatus.PENDING:
+            with self._lock:
+                self._finished.discard(task.id)
+
+    def removed(self, task_id: str) -> None:
+        """Announce that a task was removed: its waiters wake with no snapshot."""
+        with self._lock:
+            waiters = self._waiters.pop(task_id, [])
+        for event, box in waiters:
+            box.append(None)
+            event.set()
+
+    def subscribe(self, task_id: str) -> tuple[threading.Event, _Waiter]:
+        """Register interest in ``task_id`` finishing; check the store only after this."""
+        event = threading.Event()
+        box: _Waiter = []
+        with self._lock:
+            self._waiters.setdefault(task_id, []).append((event, box))
+        return event, box
+
+    def unsubscribe(self, task_id: str, event: threading.Event) -> None:
+        """Drop a registration made by :meth:`subscribe`."""
+        with self._lock:
+            entries = self._waiters.get(task_id)
+            if entries is None:
+                return
+            entries[:] = [entry for entry in entries if entry[0] is not event]
+            if not entries:
+                del self._waiters[task_id]
+
+    def finished(self, task_id: str) -> models.BackgroundTask | None:
+        """The final snapshot of a recently finished task, if still cached."""
+        with self._lock:
+            return self._finished.get(task_id)
+
+
+async def _await(awaitable: object) -> None:
+    await awaitable  # type: ignore[misc]

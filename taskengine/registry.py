@@ -1,0 +1,106 @@
+"""Handler registrations: which module and function run each task type, and how its pool behaves.
+
+The coordinator never imports a handler module (SPEC section 3): it only checks that the module
+can be found, and the worker imports it.  Handlers are looked up by task type only, never by a
+module or function named in stored data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from taskengine import errors, models, validation
+
+__all__ = ["HandlerSpec", "StateChangeCallback", "make_spec"]
+
+StateChangeCallback = Callable[[models.BackgroundTask], Any]
+
+
+@attrs.frozen(kw_only=True)
+class HandlerSpec:
+    """One task type's registration (validated)."""
+
+    task_type: str
+    module: str
+    method: str
+    state_change_callback: StateChangeCallback | None
+    max_worker_count: int
+    idle_shutdown_timeout: float | None
+    initialise_method: str | None
+    shutdown_method: str | None
+    execution_timeout: float | None
+    max_tasks_per_worker: int | None
+    max_memory_per_worker: int | None
+
+
+def _find_module(module: str) -> None:
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise errors.HandlerNotFoundError(
+            f"handler module {module!r} cannot be found: {exc}"
+        ) from exc
+    if found is None:
+        raise errors.HandlerNotFoundError(f"handler module {module!r} cannot be found")
+
+
+def make_spec(
+    task_type: object,
+    module: object,
+    method: object,
+    state_change_callback: object,
+    *,
+    max_worker_count: object,
+    idle_shutdown_timeout: object,
+    initialise_method: object,
+    shutdown_method: object,
+    execution_timeout: object,
+    max_tasks_per_worker: object,
+    max_memory_per_worker: object,
+) -> HandlerSpec:
+    """Validate ``register_handler``'s arguments and check the module can be found."""
+    checked_type = validation.check_identifier_text("task_type", task_type)
+    checked_module = validation.check_module_path(module)
+    checked_method = validation.check_handler_name("method", method)
+    if state_change_callback is not None and not callable(state_change_callback):
+        raise errors.TaskValidationError(
+            "state_change_callback", state_change_callback, "expected a callable or None"
+        )
+    if max_worker_count is None:
+        workers = os.cpu_count() or 1
+    else:
+        count = validation.check_optional_positive_int("max_worker_count", max_worker_count)
+        assert count is not None
+        workers = count
+    spec = HandlerSpec(
+        task_type=checked_type,
+        module=checked_module,
+        method=checked_method,
+        state_change_callback=state_change_callback,
+        max_worker_count=workers,
+        idle_shutdown_timeout=validation.check_duration(
+            "idle_shutdown_timeout", idle_shutdown_timeout, nullable=True
+        ),
+        initialise_method=None
+        if initialise_method is None
+        else validation.check_handler_name("initialise_method", initialise_method),
+        shutdown_method=None
+        if shutdown_method is None
+        else validation.check_handler_name("shutdown_method", shutdown_method),
+        execution_timeout=validation.check_duration(
+            "execution_timeout", execution_timeout, nullable=True, positive=True
+        ),
+        max_tasks_per_worker=validation.check_optional_positive_int(
+            "max_tasks_per_worker", max_tasks_per_worker
+        ),
+        max_memory_per_worker=validation.check_optional_positive_int(
+            "max_memory_per_worker", max_memory_per_worker
+        ),
+    )
+    _find_module(checked_module)
+    return spec

@@ -1,0 +1,200 @@
+"""The SQLite schema of the task table, and every SQL statement ``SqliteStore`` runs.
+
+All SQL text lives here as constants, so it can be read (and its query plans checked by the
+tests) in one place.  The only statements assembled at run time are the query pages, and they
+are assembled from the fixed pieces below, chosen by a whitelisted sort field and direction;
+every value is a bound ``?`` parameter.
+
+Layout: one ``tasks`` table (a STRICT rowid table: payloads can be large, which suits rowid
+tables better than WITHOUT ROWID).  Dates are INTEGER milliseconds since the Unix epoch (UTC),
+payloads and results the task's blobs byte for byte, the error its JSON form as text.  The
+schema version is ``PRAGMA user_version``.
+
+Indexes (each one costs write speed, so there are exactly these):
+
+* due selection: ``(type, date_next_process, id) WHERE status = 'pending'`` (partial);
+* retention: ``(date_retain_until, id) WHERE date_retain_until IS NOT NULL`` (partial);
+* idempotency: ``UNIQUE (idempotency_key) WHERE idempotency_key IS NOT NULL`` (partial);
+* query pages: ``(type, status, <sort>, id)`` and ``(<sort>, id)`` for the three date sorts,
+  where the date_completed sort is the expression ``COALESCE(date_completed, -1)``
+  (``cursor.NO_DATE``), and ``(status, id)`` for the status sort and ``processing()``.
+"""
+
+from __future__ import annotations
+
+from typing import Final, LiteralString
+
+from taskengine import cursor, models
+
+__all__ = [
+    "COLUMNS",
+    "DDL",
+    "SCHEMA_VERSION",
+    "query_sql",
+]
+
+#: The schema version this code writes and understands (``PRAGMA user_version``).
+SCHEMA_VERSION: Final = 1
+
+#: Column order of every SELECT and INSERT (``SqliteStore`` converts rows in this order).
+COLUMNS: Final[tuple[LiteralString, ...]] = (
+    "id",
+    "type",
+    "status",
+    "payload",
+    "result",
+    "error",
+    "date_created",
+    "date_modified",
+    "date_completed",
+    "date_cancelled",
+    "date_next_process",
+    "date_retain_until",
+    "retries_remaining",
+    "retry_interval",
+    "retain_for",
+    "attempts",
+    "node_identity",
+    "progress",
+    "idempotency_key",
+)
+
+_SELECT_LIST: Final[LiteralString] = ", ".join(COLUMNS)
+_STATUSES: Final = ", ".join(f"'{status.value}'" for status in models.TaskStatus)
+
+#: Statements that create schema version 1, in order.
+DDL: Final[tuple[str, ...]] = (
+    f"""
+    CREATE TABLE tasks (
+        id TEXT NOT NULL PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
+        payload BLOB NOT NULL,
+        result BLOB,
+        error TEXT,
+        date_created INTEGER NOT NULL,
+        date_modified INTEGER NOT NULL,
+        date_completed INTEGER,
+        date_cancelled INTEGER,
+        date_next_process INTEGER,
+        date_retain_until INTEGER,
+        retries_remaining INTEGER,
+        retry_interval REAL NOT NULL,
+        retain_for REAL,
+        attempts INTEGER NOT NULL CHECK (attempts >= 0),
+        node_identity TEXT,
+        progress REAL,
+        idempotency_key TEXT
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX tasks_due ON tasks (type, date_next_process, id) WHERE status = 'pending'",
+    "CREATE INDEX tasks_retain_until ON tasks (date_retain_until, id)"
+    " WHERE date_retain_until IS NOT NULL",
+    "CREATE INDEX tasks_type_status_created ON tasks (type, status, date_created, id)",
+    "CREATE INDEX tasks_type_status_modified ON tasks (type, status, date_modified, id)",
+    "CREATE INDEX tasks_type_status_completed"
+    " ON tasks (type, status, COALESCE(date_completed, -1), id)",
+    "CREATE INDEX tasks_created ON tasks (date_created, id)",
+    "CREATE INDEX tasks_modified ON tasks (date_modified, id)",
+    "CREATE INDEX tasks_completed ON tasks (COALESCE(date_completed, -1), id)",
+    "CREATE INDEX tasks_status ON tasks (status, id)",
+)
+
+#: Insert one task (all columns).
+INSERT: Final = f"INSERT INTO tasks ({_SELECT_LIST}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608 -- constants only
+#: Overwrite every column of one task, fenced by status and attempts.  Parameters: the row
+#: (all columns, id included), then the expected status and attempts.
+UPDATE_FENCED: Final = (
+    f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)}"  # noqa: S608 -- constants only
+    " WHERE id = ? AND status = ? AND attempts = ?"
+)
+#: Overwrite every column of one task, inside a transaction that already read it.
+UPDATE_BY_ID: Final = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE id = ?"  # noqa: S608 -- constants only
+#: Delete statements by fence: (status fenced, attempts fenced) -> SQL.
+DELETE: Final[dict[tuple[bool, bool], str]] = {
+    (False, False): "DELETE FROM tasks WHERE id = ?",
+    (True, False): "DELETE FROM tasks WHERE id = ? AND status = ?",
+    (False, True): "DELETE FROM tasks WHERE id = ? AND attempts = ?",
+    (True, True): "DELETE FROM tasks WHERE id = ? AND status = ? AND attempts = ?",
+}
+#: One task by id.
+SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = ?"  # noqa: S608 -- constants only
+#: Whether an id is taken.
+ID_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = ?"
+#: The id of the task holding an idempotency key.
+ID_BY_KEY: Final = "SELECT id FROM tasks WHERE idempotency_key = ?"
+#: Due pending tasks of a type, oldest due first.  Parameters: type, now (ms), limit.
+SELECT_DUE: Final = (
+    f"SELECT {_SELECT_LIST} FROM tasks"  # noqa: S608 -- constants only
+    " WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
+    " ORDER BY date_next_process, id LIMIT ?"
+)
+#: The earliest due time of a pending task of a type.
+NEXT_DUE: Final = (
+    "SELECT date_next_process FROM tasks"
+    " WHERE status = 'pending' AND type = ? AND date_next_process IS NOT NULL"
+    " ORDER BY date_next_process LIMIT 1"
+)
+#: Delete up to ``limit`` tasks whose retention ended.  Parameters: now (ms), limit.
+PURGE: Final = (
+    "DELETE FROM tasks WHERE rowid IN ("
+    " SELECT rowid FROM tasks WHERE date_retain_until IS NOT NULL AND date_retain_until <= ?"
+    " ORDER BY date_retain_until, id LIMIT ?)"
+    " RETURNING id, date_retain_until"
+)
+#: The earliest retention end.
+NEXT_EXPIRY: Final = (
+    "SELECT date_retain_until FROM tasks WHERE date_retain_until IS NOT NULL"
+    " ORDER BY date_retain_until LIMIT 1"
+)
+#: Every processing task.
+SELECT_PROCESSING: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE status = 'processing'"  # noqa: S608 -- constants only
+#: Tables and indexes in the file (to recognise a database that is not ours).
+LIST_OBJECTS: Final = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+
+#: Sort field (``cursor.SORT_FIELDS`` values) -> the SQL expression the indexes are built on.
+SORT_EXPRESSIONS: Final[dict[str, LiteralString]] = {
+    "date_created": "date_created",
+    "date_modified": "date_modified",
+    "date_completed": f"COALESCE(date_completed, {cursor.NO_DATE})",
+    "status": "status",
+}
+_DIRECTIONS: Final[dict[models.SortDirection, tuple[LiteralString, LiteralString]]] = {
+    models.SortDirection.ASCENDING: ("ASC", ">"),
+    models.SortDirection.DESCENDING: ("DESC", "<"),
+}
+
+
+def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> str:
+    """The SQL of one query page for ``spec``.
+
+    Parameters, in order: the type (if ``spec.task_type`` is set), the status (if
+    ``spec.status`` is set), now in ms (retention), then the cursor's value twice and its id
+    when ``keyset``, then the limit.  The sort expression and direction come only from the fixed
+    mappings above; a field outside them raises ``KeyError``.
+
+    Args:
+        spec: the validated query.
+        keyset: whether the page starts after a cursor position.
+
+    Returns:
+        The statement text.
+    """
+    expression = SORT_EXPRESSIONS[spec.sort_field]
+    direction, comparison = _DIRECTIONS[spec.direction]
+    where: list[str] = []
+    if spec.task_type is not None:
+        where.append("type = ?")
+    if spec.status is not None:
+        where.append("status = ?")
+    where.append("(date_retain_until IS NULL OR date_retain_until > ?)")
+    if keyset:
+        # The redundant single-column bound lets SQLite use the index range on the expression
+        # index of date_completed; a row value alone is only a filter there.
+        where.append(f"{expression} {comparison}= ? AND ({expression}, id) {comparison} (?, ?)")
+    return (
+        f"SELECT {_SELECT_LIST} FROM tasks WHERE {' AND '.join(where)}"  # noqa: S608 -- constants only
+        f" ORDER BY {expression} {direction}, id {direction} LIMIT ?"
+    )
