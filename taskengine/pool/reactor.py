@@ -521,7 +521,9 @@ class Reactor:
         types = list(self._pools)
         self._rotation = (self._rotation + 1) % len(types)
         claimed_any = False
-        for task_type in types[self._rotation :] + types[: self._rotation]:
+        rotated = types[self._rotation :] + types[: self._rotation]
+        # Types with the fewest workers choose first, so a freed slot goes to a starved type.
+        for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
             each = self._pools[task_type]
             idle = each.idle_workers()
             room = len(idle) + each.spawnable(self._total_live(), self._max_total)
@@ -566,28 +568,30 @@ class Reactor:
         return sum(len(each.workers) for each in self._pools.values())
 
     def _relieve_starvation(self, now: datetime) -> None:
-        """With every worker slot taken, make room for a type that has due work and no workers.
+        """With every worker slot taken, make room for types that have due work.
 
-        Idle workers of other types stop at once; otherwise the busiest type retires one worker
-        after its attempt, so no type waits for another's backlog to drain.
+        An idle worker is wasted capacity then: it stops at once.  A type with due work and no
+        worker at all is starving: the busiest type retires one worker after its attempt, so no
+        type waits for another's backlog to drain.
         """
         if self._total_live() < self._max_total:
             return
-        starving = [
+        wanting = [
             task_type
             for task_type, each in self._pools.items()
-            if not each.workers and not each.draining
+            if not each.draining and len(each.workers) < each.spec.max_worker_count
         ]
-        if not starving:
-            return
-        due = self._next_due(starving)
+        due = self._next_due(wanting)
         if due is None or due > now:
             return
+        idle = [w for w in self._workers() if w.state is State.IDLE]
+        if idle:
+            self._send_stop(idle[0])
+            return
+        starving = [t for t in wanting if not self._pools[t].workers]
+        if not starving or self._next_due(starving) is None:
+            return
         others = [w for w in self._workers() if w.config.task_type not in starving]
-        for worker in others:
-            if worker.state is State.IDLE:
-                self._send_stop(worker)
-                return
         if any(w.retire_after_task for w in others):
             return
         busiest = max(self._pools.values(), key=lambda each: len(each.workers))
