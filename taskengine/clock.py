@@ -76,14 +76,15 @@ class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
         if start is not None and start.tzinfo is None:
             raise ValueError("FakeClock start must be timezone-aware")
-        self._now = truncate_to_millis(start or datetime.now(UTC))
+        # Full precision inside, so many sub-millisecond steps add up; now() truncates.
+        self._now = (start or datetime.now(UTC)).astimezone(UTC)
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         """Return the fake current time."""
         with self._lock:
-            return self._now
+            return truncate_to_millis(self._now)
 
     def advance(self, seconds: float | timedelta) -> datetime:
         """Move the clock forward and wake everything waiting on it; returns the new time."""
@@ -91,8 +92,8 @@ class FakeClock:
         if step < timedelta(0):
             raise ValueError("FakeClock.advance needs a non-negative step")
         with self._lock:
-            self._now = truncate_to_millis(self._now + step)
-            now = self._now
+            self._now = self._now + step
+            now = truncate_to_millis(self._now)
             listeners = list(self._listeners)
         for listener in listeners:
             listener()

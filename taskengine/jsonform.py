@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from taskengine import codec, errors, models
+from taskengine import codec, errors, models, validation
 
 __all__ = [
     "error_from_json",
@@ -29,8 +29,11 @@ def format_date(moment: datetime | None) -> str | None:
     """Write an aware datetime as ``YYYY-MM-DDTHH:MM:SS.sssZ`` (None stays None)."""
     if moment is None:
         return None
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = moment.astimezone(UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
+        f"{m.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_date(field: str, text: object) -> datetime | None:
@@ -104,12 +107,40 @@ def task_to_json(task: models.BackgroundTask) -> dict[str, Any]:
     return data
 
 
-def _int_field(data: dict[str, Any], name: str, *, minimum: int, nullable: bool) -> int | None:
+#: Every key of the JSON form; each must be present (null where the field allows it).
+REQUIRED_KEYS = (
+    "id",
+    "type",
+    "status",
+    "payload",
+    "result",
+    "error",
+    "dateCreated",
+    "dateModified",
+    "dateCompleted",
+    "dateCancelled",
+    "dateNextProcess",
+    "dateRetainUntil",
+    "retriesRemaining",
+    "retryInterval",
+    "retainFor",
+    "attempts",
+    "nodeIdentity",
+    "progress",
+)
+_MAX_DURATION_MS = int(validation.MAX_DURATION * 1000)
+
+
+def _int_field(
+    data: dict[str, Any], name: str, *, minimum: int, nullable: bool, maximum: int | None = None
+) -> int | None:
     value = data.get(name)
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise errors.TaskValidationError(name, value, f"expected an integer >= {minimum}")
+    if value > (validation.MAX_COUNT if maximum is None else maximum):
+        raise errors.TaskValidationError(name, value, "too large")
     return value
 
 
@@ -133,6 +164,9 @@ def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
     """Build a task from its TWIN JSON form; ``TaskValidationError`` names the bad field."""
     if not isinstance(data, dict):
         raise errors.TaskValidationError("data", data, "expected a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise errors.TaskValidationError(missing[0], None, "this key is missing")
     task_id = _str_field(data, "id")
     task_type = _str_field(data, "type")
     assert task_id is not None
@@ -141,8 +175,10 @@ def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
         status = models.TaskStatus(str(data.get("status")))
     except ValueError as exc:
         raise errors.TaskValidationError("status", data.get("status"), "unknown status") from exc
-    retain_ms = _int_field(data, "retainFor", minimum=-1, nullable=False)
-    retry_ms = _int_field(data, "retryInterval", minimum=0, nullable=False)
+    retain_ms = _int_field(data, "retainFor", minimum=-1, nullable=False, maximum=_MAX_DURATION_MS)
+    retry_ms = _int_field(
+        data, "retryInterval", minimum=0, nullable=False, maximum=_MAX_DURATION_MS
+    )
     assert retain_ms is not None
     assert retry_ms is not None
     progress = data.get("progress")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from taskengine import models
+from taskengine import clock, models
 
 __all__ = [
     "Blocked",
@@ -36,7 +36,13 @@ class Blocked(Exception):
 def _retain_until(task: models.BackgroundTask, finished: datetime) -> datetime | None:
     if task.retain_for is None:
         return None
-    return finished + timedelta(seconds=task.retain_for)
+    return _later(finished, task.retain_for)
+
+
+def _later(moment: datetime, seconds: float) -> datetime:
+    # Records keep whole milliseconds in every store; a sub-millisecond interval must not
+    # produce a date that a SQL store would read back differently.
+    return clock.truncate_to_millis(moment + timedelta(seconds=seconds))
 
 
 def new_task(
@@ -59,7 +65,7 @@ def new_task(
         payload_blob=payload_blob,
         date_created=now,
         date_modified=now,
-        date_next_process=now if run_at is None else max(run_at, now),
+        date_next_process=now if run_at is None else max(clock.truncate_to_millis(run_at), now),
         retries_remaining=retry_count,
         retry_interval=retry_interval,
         retain_for=retain_for,
@@ -120,7 +126,7 @@ def fail_attempt(
         status=Status.PENDING,
         error=error,
         retries_remaining=remaining,
-        date_next_process=now + timedelta(seconds=task.retry_interval),
+        date_next_process=_later(now, task.retry_interval),
         date_modified=now,
     )
 

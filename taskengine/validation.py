@@ -115,7 +115,7 @@ def check_duration(
         raise _fail(argument, value, "must be > 0" if positive else "must be >= 0")
     if seconds > MAX_DURATION:
         raise _fail(argument, value, f"must be <= {MAX_DURATION:.0f} seconds")
-    return seconds
+    return seconds + 0.0  # normalises -0.0 to 0.0
 
 
 def check_retain_for(value: object) -> float | None:

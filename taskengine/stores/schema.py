@@ -1,4 +1,4 @@
-"""The SQLite schema of the task table, and every SQL statement ``SqliteStore`` runs.
+"""The SQLite schema of the task table, every SQL statement ``SqliteStore`` runs, and rows.
 
 All SQL text lives here as constants, so it can be read (and its query plans checked by the
 tests) in one place.  The only statements assembled at run time are the query pages, and they
@@ -8,30 +8,44 @@ every value is a bound ``?`` parameter.
 Layout: one ``tasks`` table (a STRICT rowid table: payloads can be large, which suits rowid
 tables better than WITHOUT ROWID).  Dates are INTEGER milliseconds since the Unix epoch (UTC),
 payloads and results the task's blobs byte for byte, the error its JSON form as text.  The
-schema version is ``PRAGMA user_version``.
+schema version is ``PRAGMA user_version``.  ``to_row``/``from_row`` convert between tasks and
+rows in ``COLUMNS`` order.
 
 Indexes (each one costs write speed, so there are exactly these):
 
 * due selection: ``(type, date_next_process, id) WHERE status = 'pending'`` (partial);
 * retention: ``(date_retain_until, id) WHERE date_retain_until IS NOT NULL`` (partial);
 * idempotency: ``UNIQUE (idempotency_key) WHERE idempotency_key IS NOT NULL`` (partial);
-* query pages: ``(type, status, <sort>, id)`` and ``(<sort>, id)`` for the three date sorts,
-  where the date_completed sort is the expression ``COALESCE(date_completed, -1)``
+* query pages: ``(type, status, <sort>, id)`` and ``(status, <sort>, id)`` for the three date
+  sorts, where the date_completed sort is the expression ``COALESCE(date_completed, -1)``
   (``cursor.NO_DATE``), and ``(status, id)`` for the status sort and ``processing()``.
+
+A query without a status filter, sorted by a date, is a ``UNION ALL`` of one arm per status,
+which SQLite merges (each arm read in index order, the merge stopping at the page size), so
+every page is a few index range reads, never a sort of all matching rows.
 """
 
 from __future__ import annotations
 
-from typing import Final, LiteralString
+import json
+from datetime import datetime
+from typing import Any, Final, LiteralString
 
-from taskengine import cursor, models
+from taskengine import clock, cursor, jsonform, models
 
 __all__ = [
     "COLUMNS",
     "DDL",
     "SCHEMA_VERSION",
+    "Row",
+    "from_row",
     "query_sql",
+    "to_date",
+    "to_row",
 ]
+
+#: A row as the driver returns it.
+Row = tuple[Any, ...]
 
 #: The schema version this code writes and understands (``PRAGMA user_version``).
 SCHEMA_VERSION: Final = 1
@@ -96,9 +110,9 @@ DDL: Final[tuple[str, ...]] = (
     "CREATE INDEX tasks_type_status_modified ON tasks (type, status, date_modified, id)",
     "CREATE INDEX tasks_type_status_completed"
     " ON tasks (type, status, COALESCE(date_completed, -1), id)",
-    "CREATE INDEX tasks_created ON tasks (date_created, id)",
-    "CREATE INDEX tasks_modified ON tasks (date_modified, id)",
-    "CREATE INDEX tasks_completed ON tasks (COALESCE(date_completed, -1), id)",
+    "CREATE INDEX tasks_status_created ON tasks (status, date_created, id)",
+    "CREATE INDEX tasks_status_modified ON tasks (status, date_modified, id)",
+    "CREATE INDEX tasks_status_completed ON tasks (status, COALESCE(date_completed, -1), id)",
     "CREATE INDEX tasks_status ON tasks (status, id)",
 )
 
@@ -161,6 +175,7 @@ SORT_EXPRESSIONS: Final[dict[str, LiteralString]] = {
     "date_completed": f"COALESCE(date_completed, {cursor.NO_DATE})",
     "status": "status",
 }
+_STATUS_ORDER: Final = tuple(models.TaskStatus)
 _DIRECTIONS: Final[dict[models.SortDirection, tuple[LiteralString, LiteralString]]] = {
     models.SortDirection.ASCENDING: ("ASC", ">"),
     models.SortDirection.DESCENDING: ("DESC", "<"),
@@ -170,10 +185,10 @@ _DIRECTIONS: Final[dict[models.SortDirection, tuple[LiteralString, LiteralString
 def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> str:
     """The SQL of one query page for ``spec``.
 
-    Parameters, in order: the type (if ``spec.task_type`` is set), the status (if
-    ``spec.status`` is set), now in ms (retention), then the cursor's value twice and its id
-    when ``keyset``, then the limit.  The sort expression and direction come only from the fixed
-    mappings above; a field outside them raises ``KeyError``.
+    Named parameters: ``type`` and ``status`` (when the spec filters on them), ``now`` (ms, for
+    retention), ``value`` and ``after_id`` (the cursor position, when ``keyset``), ``limit``.
+    The sort expression and direction come only from the fixed mappings above; a field outside
+    them raises ``KeyError``.
 
     Args:
         spec: the validated query.
@@ -186,15 +201,85 @@ def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> str:
     direction, comparison = _DIRECTIONS[spec.direction]
     where: list[str] = []
     if spec.task_type is not None:
-        where.append("type = ?")
-    if spec.status is not None:
-        where.append("status = ?")
-    where.append("(date_retain_until IS NULL OR date_retain_until > ?)")
+        where.append("type = :type")
+    where.append("(date_retain_until IS NULL OR date_retain_until > :now)")
     if keyset:
         # The redundant single-column bound lets SQLite use the index range on the expression
         # index of date_completed; a row value alone is only a filter there.
-        where.append(f"{expression} {comparison}= ? AND ({expression}, id) {comparison} (?, ?)")
+        where.append(f"{expression} {comparison}= :value")
+        where.append(f"({expression}, id) {comparison} (:value, :after_id)")
+    order = f" ORDER BY sort_key {direction}, id {direction} LIMIT :limit"
+    select = f"SELECT {_SELECT_LIST}, {expression} AS sort_key FROM tasks WHERE "  # noqa: S608 -- constants only
+    if spec.status is not None or spec.sort_field == "status":
+        if spec.status is not None:
+            where.append("status = :status")
+        return select + " AND ".join(where) + order
+    # No status filter: one arm per status, merged in index order (see the module docstring).
+    arms = (
+        select + " AND ".join([f"status = '{status.value}'", *where]) for status in _STATUS_ORDER
+    )
+    return " UNION ALL ".join(arms) + order
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else clock.to_millis(moment)
+
+
+def to_date(millis: int | None) -> datetime | None:
+    """The aware UTC datetime of a millisecond column value (None stays None)."""
+    return None if millis is None else clock.from_millis(millis)
+
+
+def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
+    """The column values of ``task`` in ``COLUMNS`` order."""
+    error = None if task.error is None else json.dumps(jsonform.error_to_json(task.error))
     return (
-        f"SELECT {_SELECT_LIST} FROM tasks WHERE {' AND '.join(where)}"  # noqa: S608 -- constants only
-        f" ORDER BY {expression} {direction}, id {direction} LIMIT ?"
+        task.id,
+        task.type,
+        task.status.value,
+        task.payload_blob,
+        task.result_blob,
+        error,
+        clock.to_millis(task.date_created),
+        clock.to_millis(task.date_modified),
+        _ms(task.date_completed),
+        _ms(task.date_cancelled),
+        _ms(task.date_next_process),
+        _ms(task.date_retain_until),
+        task.retries_remaining,
+        task.retry_interval,
+        task.retain_for,
+        task.attempts,
+        task.node_identity,
+        task.progress,
+        task.idempotency_key,
+    )
+
+
+def from_row(row: Row) -> models.BackgroundTask:
+    """The task of a row selected with ``COLUMNS``.
+
+    Raises:
+        ValueError: a column holds a value that is not a valid task field.
+    """
+    return models.BackgroundTask(
+        id=row[0],
+        type=row[1],
+        status=models.TaskStatus(row[2]),
+        payload_blob=row[3],
+        result_blob=row[4],
+        error=None if row[5] is None else jsonform.error_from_json(json.loads(row[5])),
+        date_created=clock.from_millis(row[6]),
+        date_modified=clock.from_millis(row[7]),
+        date_completed=to_date(row[8]),
+        date_cancelled=to_date(row[9]),
+        date_next_process=to_date(row[10]),
+        date_retain_until=to_date(row[11]),
+        retries_remaining=row[12],
+        retry_interval=row[13],
+        retain_for=row[14],
+        attempts=row[15],
+        node_identity=row[16],
+        progress=row[17],
+        idempotency_key=row[18],
     )

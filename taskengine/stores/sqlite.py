@@ -1,7 +1,460 @@
-"""Placeholder: replaced by the SqliteStore implementation."""
+"""SqliteStore: the task table in one SQLite file (stdlib ``sqlite3``), the embedded default.
+
+Durability.  The file is in WAL mode.  With ``synchronous="full"`` (the default) a write that
+returned survives a crash of the process and a power loss; ``"normal"`` survives a crash of the
+process but may lose the last transactions on a power loss, and is faster.
+
+Concurrency.  All writes go through one writer connection guarded by a lock, and each is one
+``BEGIN IMMEDIATE`` ... ``COMMIT`` (an explicit ``ROLLBACK`` on any error): the write lock is
+taken up front, so a transaction never fails half-way with an instant ``SQLITE_BUSY`` while
+upgrading from a read, and another process holding the lock is waited for up to
+``busy_timeout`` seconds, after which the call raises ``StoreError``.  Reads use one connection
+per thread (read-only, ``query_only``), so in WAL mode they never queue behind a write.
+Connections belong to the process that opened them: a store used after ``fork`` raises
+``StoreError`` (open a new ``SqliteStore`` in the child instead).
+
+Lifecycle.  The constructor only validates its arguments.  ``open()`` creates the file (mode
+0600) if needed, connects, and creates or checks the schema; a file this code does not
+understand (garbage, another application's database, a newer schema) is refused with
+``StoreError`` naming the path and the reason, and is never modified.  A method called before
+``open()`` opens the store implicitly; after ``close()`` methods raise ``StoreError`` until
+``open()`` is called again.
+
+Trust boundary.  Payloads and results are cloudpickle blobs, which run code when decoded:
+**anyone who can write the database file (or its -wal/-shm files, or the directory holding
+them) can run code as the engine's user.**  The file is therefore created 0600 (SQLite gives
+-wal and -shm the same mode), and a warning is logged when the file or its directory is
+writable by group or others.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import os
+import sqlite3
+import stat
+import threading
+import urllib.parse
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Final
+
+from taskengine import clock, cursor, errors, models
+from taskengine.stores import base, schema
+
+__all__ = ["SqliteStore"]
+
+logger = logging.getLogger(__name__)
+
+_SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
+#: Errors of the driver (binding included) that become ``StoreError``.
+_DRIVER_ERRORS: Final = (sqlite3.Error, OverflowError, UnicodeEncodeError)
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
 
 class SqliteStore:
-    """Not implemented yet."""
+    """A durable, single-node task store in one SQLite file (thread-safe).
+
+    Args:
+        path: the database file; created (mode 0600) by ``open()`` if it does not exist.
+        synchronous: ``"full"`` (durable across power loss) or ``"normal"`` (durable across a
+            crash of the process only).
+        busy_timeout: seconds a write waits for another process's lock before ``StoreError``.
+
+    Raises:
+        TaskValidationError: an argument is malformed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        try:
+            text = os.fspath(path)
+        except TypeError as exc:
+            raise errors.TaskValidationError("path", path, "expected a file path") from exc
+        if not isinstance(text, str) or not text or "\0" in text:
+            raise errors.TaskValidationError("path", path, "expected a non-empty file path")
+        if synchronous not in _SYNCHRONOUS:
+            raise errors.TaskValidationError("synchronous", synchronous, "expected full or normal")
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not math.isfinite(busy_timeout)
+            or busy_timeout < 0
+        ):
+            raise errors.TaskValidationError("busy_timeout", busy_timeout, "expected seconds >= 0")
+        self._path = os.path.abspath(text)
+        self._synchronous = synchronous
+        self._busy_timeout = float(busy_timeout)
+        self._capabilities = base.StoreCapabilities(durable=True, shared=False)
+        # Lock order: _write_lock, then _state_lock.
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._state = _NEW
+        self._pid = os.getpid()
+        self._generation = 0
+        self._writer: sqlite3.Connection | None = None
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._inherited: list[sqlite3.Connection | None] = []
+        self._local = threading.local()
+
+    @property
+    def capabilities(self) -> base.StoreCapabilities:
+        """Durable, not shared between engine nodes."""
+        return self._capabilities
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self._path
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create or check the file and its schema, and connect; calling it again does nothing.
+
+        Raises:
+            SchemaVersionError: the database was written by a newer taskengine.
+            StoreError: the file cannot be created or opened, or is not a taskengine database.
+        """
+        with self._write_lock, self._state_lock:
+            if self._state == _OPEN:
+                if self._pid == os.getpid():
+                    return
+                # Forked: keep the parent's connections referenced but never use or close them.
+                self._inherited += [self._writer, *(conn for _, conn in self._readers)]
+                self._writer, self._readers = None, []
+            self._create_file()
+            writer = self._connect()
+            try:
+                self._check_schema(writer)
+                mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise errors.StoreError(f"cannot open {self._path}: WAL mode refused ({mode})")
+                writer.execute(_SYNCHRONOUS[self._synchronous])
+                writer.execute("BEGIN IMMEDIATE")
+                try:
+                    if self._check_schema(writer) == 0:
+                        for statement in schema.DDL:
+                            writer.execute(statement)
+                        writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
+                    writer.execute("COMMIT")
+                finally:
+                    if writer.in_transaction:
+                        writer.execute("ROLLBACK")
+            except BaseException as exc:
+                writer.close()
+                if isinstance(exc, _DRIVER_ERRORS):
+                    raise errors.StoreError(f"cannot open {self._path}: {exc}") from exc
+                raise
+            self._check_side_files()
+            self._writer = writer
+            self._state = _OPEN
+            self._pid = os.getpid()
+            self._generation += 1
+
+    def close(self) -> None:
+        """Close every connection (waiting for a write in progress); calling it again does nothing.
+
+        In a process forked from the one that opened the store, the inherited connections are
+        left alone (closing them could disturb the parent's WAL) and only forgotten.
+        """
+        with self._write_lock, self._state_lock:
+            connections = [self._writer, *(conn for _, conn in self._readers)]
+            self._writer, self._readers = None, []
+            if self._state == _OPEN and self._pid != os.getpid():
+                self._inherited += connections
+                connections = []
+            self._state = _CLOSED
+            for conn in connections:
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+
+    def _create_file(self) -> None:
+        """Create the file 0600 before SQLite sees it; warn about loose permissions."""
+        try:
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            _warn_if_writable_by_others(self._path, "database file")
+        except OSError as exc:
+            raise errors.StoreError(f"cannot create {self._path}: {exc.strerror}") from exc
+        else:
+            os.close(fd)
+        _warn_if_writable_by_others(os.path.dirname(self._path), "directory of database file")
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: SQLite never creates the file itself (_create_file did, with mode 0600).
+        uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
+        try:
+            return sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise errors.StoreError(f"cannot open {self._path}: {exc}") from exc
+
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        """Return the schema version (0: an empty file); refuse a file that is not ours."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > schema.SCHEMA_VERSION:
+            raise errors.SchemaVersionError(
+                f"cannot open {self._path}: its schema version is {version}, newer than version "
+                f"{schema.SCHEMA_VERSION} that this taskengine understands"
+            )
+        objects = {(kind, name) for kind, name in conn.execute(schema.LIST_OBJECTS)}
+        if version == 0 and objects:
+            raise errors.StoreError(
+                f"cannot open {self._path}: it holds tables but no taskengine schema version"
+            )
+        if version < 0 or (version > 0 and ("table", "tasks") not in objects):
+            raise errors.StoreError(
+                f"cannot open {self._path}: schema version {version} without a tasks table"
+            )
+        return int(version)
+
+    def _check_side_files(self) -> None:
+        """Give -wal and -shm no more permission than the main file has."""
+        try:
+            allowed = stat.S_IMODE(os.stat(self._path).st_mode)
+            for suffix in ("-wal", "-shm"):
+                side = self._path + suffix
+                with contextlib.suppress(FileNotFoundError):
+                    mode = stat.S_IMODE(os.stat(side).st_mode)
+                    if mode & ~allowed:
+                        logger.warning("%s had mode %o; setting %o", side, mode, allowed)
+                        os.chmod(side, allowed)
+        except OSError as exc:
+            raise errors.StoreError(f"cannot check {self._path}: {exc.strerror}") from exc
+
+    def _ensure_open(self) -> None:
+        if self._state == _OPEN and self._pid == os.getpid():
+            return
+        if self._state == _NEW:
+            self.open()
+            return
+        if self._state == _OPEN:
+            raise errors.StoreError(
+                f"cannot use {self._path}: the store was opened in another process (fork)"
+            )
+        raise errors.StoreError(f"cannot use {self._path}: the store is closed")
+
+    # -- connections and transactions ----------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (made on first use after each open)."""
+        self._ensure_open()
+        local = self._local
+        if getattr(local, "generation", None) == self._generation:
+            conn: sqlite3.Connection = local.conn
+            return conn
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
+        with self._state_lock:
+            if self._state != _OPEN:
+                conn.close()
+                raise errors.StoreError(f"cannot use {self._path}: the store is closed")
+            # Threads come and go: close the connections of threads that have ended.
+            for thread, old in self._readers:
+                if not thread.is_alive():
+                    old.close()
+            self._readers = [(t, c) for t, c in self._readers if t.is_alive()]
+            self._readers.append((threading.current_thread(), conn))
+            local.conn, local.generation = conn, self._generation
+        return conn
+
+    def _fetch(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> list[schema.Row]:
+        """Run one read statement (atomic on its own) and return its rows."""
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except _DRIVER_ERRORS as exc:
+            raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
+
+    def _fetch_snapshot(self, sql: str, param_sets: Sequence[Sequence[object]]) -> list[schema.Row]:
+        """Run one read statement per parameter set, all in one read transaction."""
+        conn = self._reader()
+        rows: list[schema.Row] = []
+        try:
+            conn.execute("BEGIN")
+            try:
+                for params in param_sets:
+                    rows += conn.execute(sql, params).fetchall()
+            finally:
+                conn.execute("COMMIT")  # a read transaction: ends the snapshot
+        except _DRIVER_ERRORS as exc:
+            raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
+        return rows
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` on the writer; ``COMMIT``, or ``ROLLBACK`` on any error."""
+        self._ensure_open()
+        with self._write_lock:
+            conn = self._writer
+            if conn is None or self._state != _OPEN:
+                raise errors.StoreError(f"cannot use {self._path}: the store is closed")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("ROLLBACK failed on %s", self._path)
+                if isinstance(exc, _DRIVER_ERRORS):
+                    raise errors.StoreError(f"cannot write to {self._path}: {exc}") from exc
+                raise
+
+    def _task(self, row: schema.Row) -> models.BackgroundTask:
+        try:
+            return schema.from_row(row)
+        except (ValueError, TypeError) as exc:
+            raise errors.StoreError(f"cannot read task {row[0]} in {self._path}: {exc}") from exc
+
+    # -- protocol ------------------------------------------------------------------------
+
+    def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
+        """Store new tasks in one transaction; an existing idempotency key returns its task's id.
+
+        Raises:
+            StoreError: a task's id is already stored (nothing is stored), or the write failed.
+        """
+        if not tasks:
+            return []
+        rows = [schema.to_row(task) for task in tasks]
+        ids: list[str] = []
+        with self._transaction() as conn:
+            for task, row in zip(tasks, rows, strict=True):
+                key = task.idempotency_key
+                found = None if key is None else conn.execute(schema.ID_BY_KEY, (key,)).fetchone()
+                if found is None or conn.execute(schema.ID_EXISTS, (task.id,)).fetchone():
+                    try:
+                        conn.execute(schema.INSERT, row)
+                    except sqlite3.IntegrityError as exc:
+                        if conn.execute(schema.ID_EXISTS, (task.id,)).fetchone() is None:
+                            raise
+                        raise errors.StoreError(
+                            f"cannot insert into {self._path}: task id {task.id} exists"
+                        ) from exc
+                    ids.append(task.id)
+                else:
+                    ids.append(found[0])
+        return ids
+
+    def get(self, task_id: str) -> models.BackgroundTask | None:
+        """Return the stored record, or None."""
+        rows = self._fetch(schema.SELECT_BY_ID, (task_id,))
+        return self._task(rows[0]) if rows else None
+
+    def apply(self, writes: Sequence[base.Write]) -> list[bool]:
+        """Apply fenced writes in one transaction; for each, whether it applied."""
+        if not writes:
+            return []
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        for write in writes:
+            if isinstance(write, base.Update):
+                params = (*schema.to_row(write.task), write.task.id)
+                params += (write.expected_status.value, write.expected_attempts)
+                statements.append((schema.UPDATE_FENCED, params))
+            else:
+                fence = (write.expected_status is not None, write.expected_attempts is not None)
+                params = (write.task_id,)
+                if write.expected_status is not None:
+                    params += (write.expected_status.value,)
+                if write.expected_attempts is not None:
+                    params += (write.expected_attempts,)
+                statements.append((schema.DELETE[fence], params))
+        with self._transaction() as conn:
+            return [conn.execute(sql, params).rowcount == 1 for sql, params in statements]
+
+    def claim_due(
+        self,
+        task_type: str,
+        now: datetime,
+        limit: int,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> list[models.BackgroundTask]:
+        """Take up to ``limit`` due pending tasks of ``task_type``, oldest due first.
+
+        An exception raised by ``claim`` rolls the whole claim back and propagates unchanged.
+        """
+        if limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
+            return []
+        with self._transaction() as conn:
+            rows = conn.execute(schema.SELECT_DUE, (task_type, clock.to_millis(now), limit))
+            claimed = [claim(self._task(row)) for row in rows.fetchall()]
+            conn.executemany(schema.UPDATE_BY_ID, [(*schema.to_row(t), t.id) for t in claimed])
+        return claimed
+
+    def next_due(self, task_types: Collection[str]) -> datetime | None:
+        """The earliest ``date_next_process`` of a pending task of these types."""
+        rows = self._fetch_snapshot(schema.NEXT_DUE, [(task_type,) for task_type in task_types])
+        return schema.to_date(min((row[0] for row in rows), default=None))
+
+    def query(
+        self,
+        spec: cursor.QuerySpec,
+        after: cursor.CursorPosition | None,
+        limit: int,
+        now: datetime,
+    ) -> list[models.BackgroundTask]:
+        """A keyset page: tasks matching ``spec`` and visible at ``now``, after ``after``."""
+        if limit <= 0:
+            return []
+        params: dict[str, object] = {"now": clock.to_millis(now), "limit": limit}
+        if spec.task_type is not None:
+            params["type"] = spec.task_type
+        if spec.status is not None:
+            params["status"] = spec.status.value
+        if after is not None:
+            params.update(value=after.value, after_id=after.task_id)
+        rows = self._fetch(schema.query_sql(spec, keyset=after is not None), params)
+        return [self._task(row) for row in rows]
+
+    def purge_expired(self, now: datetime, limit: int) -> list[str]:
+        """Delete up to ``limit`` tasks whose retention ended, earliest first; return their ids."""
+        if limit <= 0:
+            return []
+        with self._transaction() as conn:
+            rows = conn.execute(schema.PURGE, (clock.to_millis(now), limit)).fetchall()
+        return [task_id for task_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
+
+    def next_expiry(self) -> datetime | None:
+        """The earliest ``date_retain_until`` among stored tasks."""
+        rows = self._fetch(schema.NEXT_EXPIRY, ())
+        return schema.to_date(rows[0][0]) if rows else None
+
+    def processing(self) -> list[models.BackgroundTask]:
+        """All tasks in status processing (for crash recovery at start)."""
+        return [self._task(row) for row in self._fetch(schema.SELECT_PROCESSING, ())]
+
+
+def _warn_if_writable_by_others(path: str, what: str) -> None:
+    """Log a warning when ``path`` is writable by its group or by others."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # connecting reports the real problem
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        logger.warning(
+            "the %s %s is writable by group or others (mode %o): anyone who can write it "
+            "can run code as this user through the task payloads",
+            what,
+            path,
+            stat.S_IMODE(mode),
+        )

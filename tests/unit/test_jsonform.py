@@ -174,11 +174,6 @@ def test_format_date() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: format_date uses strftime('%Y'), which does not zero-pad years < 1000 on "
-    "glibc, so it writes '999-01-02T...' that parse_date then rejects",
-)
 def test_format_date_pads_years_below_1000() -> None:
     moment = datetime(999, 1, 2, tzinfo=UTC)
     text = jsonform.format_date(moment)
@@ -257,11 +252,6 @@ def test_from_json_rejects_a_missing_required_field(key: str) -> None:
     assert info.value.argument == key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: task_from_json reads a missing key as null instead of rejecting it (a missing "
-    "retriesRemaining becomes 'retry forever'); FAULTS 38: missing fields raise",
-)
 @pytest.mark.parametrize("key", NULLABLE_KEYS)
 def test_from_json_rejects_a_missing_nullable_field(key: str) -> None:
     with pytest.raises(errors.TaskValidationError):
@@ -337,23 +327,12 @@ def test_from_json_rejects_a_non_object(data: object) -> None:
     ],
     ids=["retainFor", "retryInterval"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: task_from_json divides an unbounded int by 1000 and leaks OverflowError "
-    "instead of TaskValidationError",
-)
 def test_from_json_rejects_huge_durations(changes: dict[str, Any], argument: str) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
         jsonform.task_from_json(valid_json(**changes))
     assert info.value.argument == argument
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: task_from_json accepts retryInterval=10**100 ms (no upper bound like "
-    "validation.MAX_DURATION); fail_attempt on that task then raises OverflowError",
-)
 def test_from_json_bounds_the_retry_interval() -> None:
     data = valid_json(status="processing", retryInterval=10**100)
     try:

@@ -183,12 +183,6 @@ def test_fail_attempt_with_zero_interval_is_due_at_once() -> None:
     assert task.date_next_process == later(2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fail_attempt/succeed add a sub-millisecond retry_interval/retain_for to now "
-    "without truncating, so the record carries microseconds (clock.py: records are "
-    "millisecond-truncated so every store reads back an equal task)",
-)
 def test_computed_dates_stay_millisecond_exact() -> None:
     task = claimed(retry_interval=0.0015, retain_for=0.0015)
     failed = transitions.fail_attempt(task, error(), later(2))
