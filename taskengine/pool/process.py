@@ -64,6 +64,7 @@ class WorkerProcess:
         parent_conn, child_conn = mp_context.Pipe(duplex=True)
         lifeline_reader, lifeline_writer = mp_context.Pipe(duplex=False)
         self.conn: Connection = parent_conn
+        self.conn_fd: int = parent_conn.fileno()
         self._lifeline: Connection = lifeline_writer
         self.process: Any = mp_context.Process(  # type: ignore[attr-defined]
             target=worker_main.run_worker,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import datetime
-from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any, Final, TypeVar
 
@@ -74,6 +74,10 @@ class Reactor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # One long-lived epoll set: building a new selector per turn (as
+        # multiprocessing.connection.wait does) costs more than the turn's real work.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._main, name="taskengine-reactor", daemon=True)
         self._batch: list[writer.Change] = []
         self._store_retry_at = 0.0
@@ -128,6 +132,7 @@ class Reactor:
         if self._finished.is_set():
             wake_r, wake_w = self._wake_r, self._wake_w
             self._wake_r = self._wake_w = -1
+            self._selector.close()
             for fd in (wake_r, wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -204,24 +209,19 @@ class Reactor:
 
     def _turn(self) -> bool:
         """One turn of the loop; True when the reactor has finished stopping."""
-        watched: dict[Any, process.WorkerProcess] = {}
-        for worker in self._workers():
-            watched[worker.sentinel] = worker
-            if not worker.conn.closed:
-                watched[worker.conn] = worker
-        ready = connection.wait([self._wake_r, *watched], self._sleep_seconds())
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._wake_r, 4096):
-                pass
+        events = self._selector.select(self._sleep_seconds())
         exited: list[process.WorkerProcess] = []
-        for obj in ready:
-            if obj == self._wake_r:
+        for key, _ in events:
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    while os.read(self._wake_r, 4096):
+                        pass
                 continue
-            worker = watched[obj]
-            if isinstance(obj, int):
+            worker, is_sentinel = key.data
+            if is_sentinel:
                 exited.append(worker)
             else:
-                self._drain(worker)
+                self._receive(worker)
         for worker in exited:
             self._on_exit(worker)
         self._run_commands()
@@ -232,6 +232,19 @@ class Reactor:
             self._stop_step()
         self._flush()
         return self._stop_deadline is not None and not any(True for _ in self._workers())
+
+    def _watch(self, worker: process.WorkerProcess) -> None:
+        self._selector.register(worker.conn_fd, selectors.EVENT_READ, (worker, False))
+        self._selector.register(worker.sentinel, selectors.EVENT_READ, (worker, True))
+
+    def _close_conn(self, worker: process.WorkerProcess) -> None:
+        """Stop reading a worker's pipe (EOF or garbage); its sentinel reports the death."""
+        if worker.conn.closed:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.conn_fd)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
 
     def _run_commands(self) -> None:
         with self._commands_lock:
@@ -270,26 +283,33 @@ class Reactor:
 
     # -- messages from workers --------------------------------------------------------------
 
+    def _receive(self, worker: process.WorkerProcess) -> bool:
+        """Read one message (the selector said the pipe is readable); False at EOF."""
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError, ValueError):
+            # The worker died, possibly in the middle of a message: nothing after the last
+            # complete message is trusted.  The sentinel reports the death itself.
+            self._close_conn(worker)
+            return False
+        except Exception:
+            log.exception("garbled message from worker %s; killing it", worker.pid)
+            worker.kill(Reason.STOP)
+            self._close_conn(worker)
+            return False
+        self._on_message(worker, message)
+        return True
+
     def _drain(self, worker: process.WorkerProcess) -> None:
-        """Read every message the worker has sent; EOF closes the pipe (the sentinel follows)."""
-        while True:
+        """Read every message a dead worker left in its pipe."""
+        while not worker.conn.closed:
             try:
                 if not worker.conn.poll():
                     return
-                message = worker.conn.recv()
             except (EOFError, OSError, ValueError):
-                # The worker died, possibly in the middle of a message: nothing after the last
-                # complete message is trusted.  The sentinel reports the death itself.
-                with contextlib.suppress(OSError):
-                    worker.conn.close()
+                self._close_conn(worker)
                 return
-            except Exception:
-                log.exception("garbled message from worker %s; killing it", worker.pid)
-                worker.kill(Reason.STOP)
-                with contextlib.suppress(OSError):
-                    worker.conn.close()
-                return
-            self._on_message(worker, message)
+            self._receive(worker)
 
     def _on_message(self, worker: process.WorkerProcess, message: messages.ToCoordinator) -> None:
         each = self._pools[worker.config.task_type]
@@ -397,8 +417,10 @@ class Reactor:
     # -- worker exits ---------------------------------------------------------------------
 
     def _on_exit(self, worker: process.WorkerProcess) -> None:
-        if not worker.conn.closed:
-            self._drain(worker)
+        self._drain(worker)
+        self._close_conn(worker)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.sentinel)
         was = worker.state
         code = worker.reap()
         each = self._pools[worker.config.task_type]
@@ -602,7 +624,7 @@ class Reactor:
 
     def _start_worker(self, each: pool.WorkerPool, task: models.BackgroundTask) -> None:
         try:
-            each.spawn(task)
+            self._watch(each.spawn(task))
         except Exception as exc:
             each.start_failed()
             log.exception("could not start a worker for %r", each.spec.task_type)
