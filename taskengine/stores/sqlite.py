@@ -267,12 +267,15 @@ class SqliteStore:
             if self._state != _OPEN:
                 conn.close()
                 raise errors.StoreError(f"cannot use {self._path}: the store is closed")
-            # Threads come and go: close the connections of threads that have ended.
+            # Threads come and go: close the connections of threads that have ended.  One
+            # is_alive() call per thread, so a thread ending meanwhile is not dropped unclosed.
+            kept = [(threading.current_thread(), conn)]
             for thread, old in self._readers:
-                if not thread.is_alive():
+                if thread.is_alive():
+                    kept.append((thread, old))
+                else:
                     old.close()
-            self._readers = [(t, c) for t, c in self._readers if t.is_alive()]
-            self._readers.append((threading.current_thread(), conn))
+            self._readers = kept
             local.conn, local.generation = conn, self._generation
         return conn
 

@@ -1,0 +1,510 @@
+"""What only SqliteStore promises: files, durability, refusal of foreign files, locking, plans."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import pytest
+
+from taskengine import cursor, errors, models, transitions
+from taskengine.stores import base, schema
+from taskengine.stores.sqlite import SqliteStore
+
+from .factories import Status, at, claimer, drive, full_task, new
+
+ASC, DESC = models.SortDirection.ASCENDING, models.SortDirection.DESCENDING
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "tasks.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[SqliteStore]:
+    instance = SqliteStore(db_path, busy_timeout=10.0)
+    instance.open()
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def open_fds_to(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+# -- arguments and lifecycle -----------------------------------------------------------------
+
+
+def test_constructor_validates_and_does_not_touch_the_disk(db_path: Path) -> None:
+    SqliteStore(db_path, synchronous="normal", busy_timeout=0)
+    assert not db_path.exists()
+    for bad in ("off", "FULL", "", None, 2):
+        with pytest.raises(errors.TaskValidationError, match="synchronous"):
+            SqliteStore(db_path, synchronous=bad)  # type: ignore[arg-type]
+    for timeout in (-1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(errors.TaskValidationError, match="busy_timeout"):
+            SqliteStore(db_path, busy_timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(errors.TaskValidationError, match="path"):
+        SqliteStore("")
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("full", 2), ("normal", 1)])
+def test_synchronous_level_and_wal_mode(db_path: Path, synchronous: str, level: int) -> None:
+    store = SqliteStore(db_path, synchronous=synchronous)
+    store.open()
+    try:
+        writer = store._writer
+        assert writer is not None
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.capabilities == base.StoreCapabilities(durable=True, shared=False)
+    finally:
+        store.close()
+
+
+def test_lifecycle_implicit_open_close_and_reopen(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    task = new()
+    assert store.insert_many([task]) == [task.id]  # opens implicitly
+    store.open()
+    store.close()
+    store.close()
+    with pytest.raises(errors.StoreError, match="closed"):
+        store.get(task.id)
+    store.open()
+    try:
+        assert store.get(task.id) == task
+    finally:
+        store.close()
+
+
+def test_data_survives_close_and_reopen(db_path: Path) -> None:
+    first = SqliteStore(db_path)
+    first.open()
+    task, other = full_task(), new(run_at=at(5))
+    first.insert_many([task, other])
+    claimed = first.claim_due("alpha", at(10), 5, claimer(at(10)))
+    first.close()
+    second = SqliteStore(db_path)
+    second.open()
+    try:
+        assert second.get(task.id) == task
+        assert second.get(other.id) == claimed[0]
+        assert second.processing() == claimed
+        assert second.next_expiry() == task.date_retain_until
+    finally:
+        second.close()
+
+
+def test_close_closes_the_connections_of_every_thread(store: SqliteStore, db_path: Path) -> None:
+    task = new()
+    store.insert_many([task])
+    for _ in range(3):
+        batch = [threading.Thread(target=store.get, args=(task.id,)) for _ in range(10)]
+        for thread in batch:
+            thread.start()
+        for thread in batch:
+            thread.join(timeout=30)
+    # Each new reader closes the connections of finished threads, so 30 threads leave at most
+    # one batch of connections (SQLite keeps and reuses the file handles of closed ones).
+    store.get(task.id)
+    assert 0 < open_fds_to(db_path) <= 12
+    store.close()
+    assert open_fds_to(db_path) == 0
+
+
+# -- files and permissions -------------------------------------------------------------------
+
+
+def test_files_are_created_0600_even_under_umask_0(db_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = SqliteStore(db_path)
+        store.open()
+    finally:
+        os.umask(old)
+    try:
+        store.insert_many([new()])
+        store.get(new().id)
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{db_path}{suffix}")
+            assert side.exists(), suffix
+            assert mode_of(side) == 0o600, suffix
+    finally:
+        store.close()
+
+
+def test_warns_about_files_writable_by_others(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SqliteStore(db_path).open()
+    db_path.chmod(0o666)
+    db_path.parent.chmod(0o770)
+    try:
+        with caplog.at_level(logging.WARNING, logger="taskengine.stores.sqlite"):
+            store = SqliteStore(db_path)
+            store.open()
+            store.close()
+    finally:
+        db_path.parent.chmod(0o700)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(str(db_path) in m and "database file" in m for m in messages)
+    assert any(str(db_path.parent) in m and "directory" in m for m in messages)
+
+
+# -- files it does not understand ------------------------------------------------------------
+
+
+def test_newer_schema_version_is_refused(db_path: Path) -> None:
+    SqliteStore(db_path).open()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA user_version = 7")
+    before = digest(db_path)
+    with pytest.raises(errors.SchemaVersionError) as caught:
+        SqliteStore(db_path).open()
+    message = str(caught.value)
+    assert str(db_path) in message
+    assert "7" in message
+    assert str(schema.SCHEMA_VERSION) in message
+    assert digest(db_path) == before
+
+
+def test_garbage_file_is_refused_at_open_and_left_alone(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not a database\n" * 200)
+    before = digest(db_path)
+    store = SqliteStore(db_path)
+    with pytest.raises(errors.StoreError) as caught:
+        store.open()
+    assert str(db_path) in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    assert digest(db_path) == before
+    with pytest.raises(errors.StoreError):
+        store.get(new().id)  # an implicit open fails the same way
+
+
+def test_foreign_database_is_refused_and_left_alone(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices (total) VALUES (9.5)")
+    conn.close()
+    before = digest(db_path)
+    with pytest.raises(errors.StoreError, match="no taskengine schema version") as caught:
+        SqliteStore(db_path).open()
+    assert str(db_path) in str(caught.value)
+    assert digest(db_path) == before
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_versioned_database_without_tasks_table_is_refused(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE other (x)")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with pytest.raises(errors.StoreError, match="without a tasks table"):
+        SqliteStore(db_path).open()
+
+
+def test_missing_directory_or_a_directory_path_is_a_store_error(tmp_path: Path) -> None:
+    missing = tmp_path / "absent" / "tasks.db"
+    with pytest.raises(errors.StoreError, match="absent"):
+        SqliteStore(missing).open()
+    with pytest.raises(errors.StoreError, match=str(tmp_path)):
+        SqliteStore(tmp_path).open()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(errors.StoreError, match="locked"):
+            SqliteStore(folder / "tasks.db").open()
+    finally:
+        folder.chmod(0o700)
+
+
+def test_undecodable_rows_are_reported_per_task(store: SqliteStore, db_path: Path) -> None:
+    broken, fine = new(), new()
+    store.insert_many([broken, fine])
+    with sqlite3.connect(db_path) as side:
+        side.execute("UPDATE tasks SET error = 'not json' WHERE id = ?", (broken.id,))
+        side.execute("UPDATE tasks SET payload = x'00ff' WHERE id = ?", (fine.id,))
+    side.close()
+    with pytest.raises(errors.StoreError, match=broken.id):
+        store.get(broken.id)
+    got = store.get(fine.id)
+    assert got is not None
+    assert got.type == "alpha"
+    with pytest.raises(errors.StoreError, match="payload"):
+        _ = got.payload
+
+
+# -- transactions and locking ----------------------------------------------------------------
+
+
+def test_a_failing_claim_rolls_the_whole_claim_back(store: SqliteStore) -> None:
+    tasks = [new(run_at=at(n)) for n in range(3)]
+    store.insert_many(tasks)
+    seen: list[str] = []
+
+    def claim_then_fail(task: models.BackgroundTask) -> models.BackgroundTask:
+        seen.append(task.id)
+        if len(seen) == 2:
+            raise RuntimeError("claim failed")
+        return transitions.claim(task, at(10), "n")
+
+    with pytest.raises(RuntimeError, match="claim failed"):
+        store.claim_due("alpha", at(10), 10, claim_then_fail)
+    assert [store.get(t.id) for t in tasks] == tasks
+    assert len(store.claim_due("alpha", at(10), 10, claimer(at(10)))) == 3
+
+
+def test_an_insert_that_fails_stores_nothing(store: SqliteStore) -> None:
+    good = new()
+    bad = attrs.evolve(new(), attempts=-1)  # breaks the table's CHECK constraint
+    with pytest.raises(errors.StoreError) as caught:
+        store.insert_many([good, bad])
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+    assert store.get(good.id) is None
+    assert store.insert_many([good]) == [good.id]
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+conn.close()
+"""
+
+
+def test_write_waits_for_another_process_then_raises(db_path: Path) -> None:
+    store = SqliteStore(db_path, busy_timeout=0.3)
+    store.open()
+    known = new()
+    store.insert_many([known])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline().strip() == "locked"
+        began = time.monotonic()
+        with pytest.raises(errors.StoreError) as caught:
+            store.insert_many([new()])
+        waited = time.monotonic() - began
+        assert waited >= 0.25
+        assert str(db_path) in str(caught.value)
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        # Readers are not blocked in WAL mode.
+        assert store.get(known.id) == known
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=30) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=30)
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+    fresh = new()
+    assert store.insert_many([fresh]) == [fresh.id]
+    store.close()
+
+
+def test_write_waiting_on_a_lock_completes_once_it_is_released(store: SqliteStore) -> None:
+    holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    task = new()
+    done = threading.Event()
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            outcome.append(store.insert_many([task]))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        # The write cannot finish while the lock is held, whatever the timing.
+        assert not done.wait(timeout=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.wait(timeout=30)
+    writer.join(timeout=30)
+    assert outcome == [[task.id]]
+
+
+def test_reads_do_not_wait_for_a_write_in_progress(store: SqliteStore) -> None:
+    task = new()
+    store.insert_many([task])
+    inside, release = threading.Event(), threading.Event()
+    result: list[object] = []
+
+    def slow_claim(record: models.BackgroundTask) -> models.BackgroundTask:
+        inside.set()
+        assert release.wait(timeout=30)
+        return transitions.claim(record, at(1), "n")
+
+    def claim() -> None:
+        try:
+            result.append(store.claim_due("alpha", at(1), 1, slow_claim))
+        except BaseException as exc:
+            result.append(exc)
+
+    claimer_thread = threading.Thread(target=claim)
+    claimer_thread.start()
+    try:
+        assert inside.wait(timeout=30)
+        # The write transaction is open (uncommitted): readers see the last committed state.
+        assert store.get(task.id) == task
+        spec = cursor.QuerySpec(task_type="alpha", status=None, sort_field="status", direction=ASC)
+        assert store.query(spec, None, 10, at(1)) == [task]
+        assert store.processing() == []
+    finally:
+        release.set()
+        claimer_thread.join(timeout=30)
+    assert len(result) == 1
+    claimed = result[0]
+    assert isinstance(claimed, list)
+    assert store.processing() == claimed
+
+
+# -- query plans -----------------------------------------------------------------------------
+
+
+def plan(db_path: Path, sql: str, params: Sequence[object] | Mapping[str, object]) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    conn.close()
+    return [row[3] for row in rows]
+
+
+def assert_indexed(lines: list[str]) -> None:
+    assert lines
+    for line in lines:
+        assert not line.startswith("SCAN"), lines
+        assert "TEMP B-TREE" not in line, lines
+
+
+@pytest.fixture
+def filled(store: SqliteStore, db_path: Path) -> Path:
+    tasks = [drive(new(f"t{n % 3}", now=at(n)), list(Status)[n % 5], at(n + 1)) for n in range(300)]
+    store.insert_many(tasks)
+    return db_path
+
+
+def test_get_and_due_selection_use_indexes(filled: Path) -> None:
+    assert plan(filled, schema.SELECT_BY_ID, ("x",)) == [
+        "SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (id=?)"
+    ]
+    due = plan(filled, schema.SELECT_DUE, ("t1", 5, 10))
+    assert_indexed(due)
+    assert "tasks_due" in due[0]
+    for sql, params in [
+        (schema.NEXT_DUE, ("t1",)),
+        (schema.NEXT_EXPIRY, ()),
+        (schema.PURGE, (5, 10)),
+        (schema.SELECT_PROCESSING, ()),
+        (schema.ID_BY_KEY, ("k",)),
+    ]:
+        assert_indexed(plan(filled, sql, params))
+
+
+QUERY_PARAMS = {
+    "type": "t1",
+    "status": "success",
+    "now": 0,
+    "value": 5,
+    "after_id": "a",
+    "limit": 20,
+}
+
+
+@pytest.mark.parametrize("keyset", [False, True])
+@pytest.mark.parametrize("direction", [ASC, DESC])
+@pytest.mark.parametrize("field", ["date_created", "date_modified", "date_completed"])
+@pytest.mark.parametrize(
+    ("task_type", "status"),
+    [(None, None), ("t1", Status.SUCCESS), ("t1", None), (None, Status.SUCCESS)],
+    ids=["unfiltered", "type-and-status", "type", "status"],
+)
+def test_date_sorted_pages_read_index_ranges_only(
+    filled: Path,
+    task_type: str | None,
+    status: Status | None,
+    field: str,
+    direction: models.SortDirection,
+    keyset: bool,
+) -> None:
+    spec = cursor.QuerySpec(
+        task_type=task_type, status=status, sort_field=field, direction=direction
+    )
+    assert_indexed(plan(filled, schema.query_sql(spec, keyset=keyset), QUERY_PARAMS))
+
+
+@pytest.mark.parametrize("status", [None, Status.PENDING])
+def test_status_sorted_pages_without_type_filter_use_the_status_index(
+    filled: Path, status: Status | None
+) -> None:
+    for direction in (ASC, DESC):
+        spec = cursor.QuerySpec(
+            task_type=None, status=status, sort_field="status", direction=direction
+        )
+        for keyset in (False, True):
+            # An in-order walk of the status index that stops at the page size (never a sort).
+            lines = plan(filled, schema.query_sql(spec, keyset=keyset), QUERY_PARAMS)
+            assert len(lines) == 1
+            assert re.search(r"USING (COVERING )?INDEX tasks_status\b", lines[0]), lines
+
+
+def test_query_sql_takes_sort_text_only_from_the_whitelist() -> None:
+    spec = cursor.QuerySpec(
+        task_type=None, status=None, sort_field="date_created; DROP TABLE tasks", direction=ASC
+    )
+    with pytest.raises(KeyError):
+        schema.query_sql(spec, keyset=False)
