@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from taskengine import models, registry
@@ -97,8 +97,9 @@ class Publisher:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[tuple[threading.Event, _Waiter]]] = {}
         self._finished = FinishedCache()
+        # One queue item per stored batch: a wakeup of the callback thread per batch, not per task.
         self._queue: queue.SimpleQueue[
-            tuple[registry.StateChangeCallback, models.BackgroundTask] | None
+            list[tuple[registry.StateChangeCallback, models.BackgroundTask]] | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -119,37 +120,44 @@ class Publisher:
 
     def _run_callbacks(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            callback, task = item
-            try:
-                outcome = callback(task)
-                if inspect.isawaitable(outcome):
-                    asyncio.run(_await(outcome))
-            except Exception:
-                log.exception(
-                    "state-change callback failed for task %s",
-                    task.id,
-                    extra={"task_id": task.id, "task_type": task.type},
-                )
+            for callback, task in batch:
+                try:
+                    outcome = callback(task)
+                    if inspect.isawaitable(outcome):
+                        asyncio.run(_await(outcome))
+                except Exception:
+                    log.exception(
+                        "state-change callback failed for task %s",
+                        task.id,
+                        extra={"task_id": task.id, "task_type": task.type},
+                    )
 
-    def publish(self, task: models.BackgroundTask, status_changed: bool) -> None:
-        """Announce a stored change.  Called in store order, under the writer's lock."""
-        if status_changed:
-            spec = self._lookup(task.type)
-            if spec is not None and spec.state_change_callback is not None:
-                self._queue.put((spec.state_change_callback, task))
-        if task.status.is_final:
-            with self._lock:
-                self._finished.add(task)
-                waiters = self._waiters.pop(task.id, [])
-            for event, box in waiters:
-                box.append(task)
-                event.set()
-        elif status_changed and task.status is models.TaskStatus.PENDING:
-            with self._lock:
-                self._finished.discard(task.id)
+    def publish(self, changes: Iterable[tuple[models.BackgroundTask, bool]]) -> None:
+        """Announce stored changes, each ``(task, status_changed)``.
+
+        Called in store order, under the writer's lock, once per stored batch.
+        """
+        calls: list[tuple[registry.StateChangeCallback, models.BackgroundTask]] = []
+        woken: list[tuple[threading.Event, _Waiter, models.BackgroundTask]] = []
+        with self._lock:
+            for task, status_changed in changes:
+                if status_changed:
+                    spec = self._lookup(task.type)
+                    if spec is not None and spec.state_change_callback is not None:
+                        calls.append((spec.state_change_callback, task))
+                if task.status.is_final:
+                    self._finished.add(task)
+                    woken.extend((e, box, task) for e, box in self._waiters.pop(task.id, []))
+                elif status_changed and task.status is models.TaskStatus.PENDING:
+                    self._finished.discard(task.id)
+        if calls:
+            self._queue.put(calls)
+        for event, box, task in woken:
+            box.append(task)
+            event.set()
 
     def removed(self, task_id: str) -> None:
         """Announce that a task was removed: its waiters wake with no snapshot."""

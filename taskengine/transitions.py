@@ -21,6 +21,7 @@ __all__ = [
     "fail_attempt",
     "is_visible",
     "new_task",
+    "release",
     "report_progress",
     "retry",
     "succeed",
@@ -128,6 +129,24 @@ def fail_attempt(
         retries_remaining=remaining,
         date_next_process=_later(now, task.retry_interval),
         date_modified=now,
+    )
+
+
+def release(task: models.BackgroundTask, now: datetime) -> models.BackgroundTask:
+    """Move processing -> pending for a claimed attempt that never started.
+
+    A prefetched attempt waits in its worker's pipe; if the worker dies first, the attempt did
+    not run, so it is handed back: no attempt is counted and no retry is used.
+    """
+    if task.status is not Status.PROCESSING or task.attempts < 1:
+        raise Blocked(task.status)
+    return attrs.evolve(
+        task,
+        status=Status.PENDING,
+        attempts=task.attempts - 1,
+        date_next_process=now,
+        date_modified=now,
+        progress=None,
     )
 
 

@@ -58,13 +58,15 @@ class TaskWriter:
             return []
         with self._lock:
             applied = self._store.apply([change.write for change in changes])
+            stored = []
             for change, ok in zip(changes, applied, strict=True):
                 if not ok:
                     continue
                 if change.task is None:
                     self._publisher.removed(change.write.task_id)  # type: ignore[union-attr]
                 else:
-                    self._publisher.publish(change.task, change.status_changed)
+                    stored.append((change.task, change.status_changed))
+            self._publisher.publish(stored)
         return applied
 
     def claim(
@@ -77,6 +79,5 @@ class TaskWriter:
         """Claim up to ``limit`` due tasks of a type and announce them as processing."""
         with self._lock:
             claimed = self._store.claim_due(task_type, now, limit, claim)
-            for task in claimed:
-                self._publisher.publish(task, True)
+            self._publisher.publish([(task, True) for task in claimed])
         return claimed

@@ -63,6 +63,8 @@ class Done(NamedTuple):
     task_id: str
     result_blob: bytes | None
     error: models.TaskError | None
+    #: Seconds the attempt took inside the worker (decode, handler, encode).
+    run_seconds: float
 
 
 class ShutdownFailed(NamedTuple):

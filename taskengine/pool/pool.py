@@ -12,7 +12,7 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Final
 
-from taskengine import models, registry
+from taskengine import registry
 from taskengine.pool import process, worker_main
 
 __all__ = ["WorkerPool"]
@@ -20,6 +20,15 @@ __all__ = ["WorkerPool"]
 #: First and largest pause before starting a worker again after a failed start.
 BACKOFF_FIRST: Final = 0.5
 BACKOFF_MAX: Final = 30.0
+#: Short attempts are prefetched: more attempts wait in the worker's pipe, so that the worker
+#: never idles through a round trip to the coordinator (or a group commit).  The depth is sized
+#: so that the prefetched attempts add up to about this many seconds of work: a queued attempt
+#: never waits long behind others while another worker is free.  Attempts longer than this are
+#: not prefetched at all; for them the round trip is negligible anyway.
+PREFETCH_BUDGET: Final = 0.002
+#: Attempts sent to one worker at most (running + prefetched).
+PREFETCH_MAX: Final = 16
+_EWMA_WEIGHT: Final = 0.2
 
 State = process.WorkerState
 
@@ -38,6 +47,7 @@ class WorkerPool:
         self.tasks_done = 0
         self.failures = 0
         self.crashes = 0
+        self.mean_run_time: float | None = None
 
     def replace_spec(self, spec: registry.HandlerSpec) -> None:
         """Switch to a new registration; workers of the old one retire after their attempt."""
@@ -66,6 +76,40 @@ class WorkerPool:
         """Idle workers of the current registration."""
         return [w for w in self.workers if w.state is State.IDLE and self.is_current(w)]
 
+    def record_run_time(self, seconds: float) -> None:
+        """Fold one attempt's run time (as the coordinator saw it) into the moving mean."""
+        if self.mean_run_time is None:
+            self.mean_run_time = seconds
+        else:
+            self.mean_run_time += _EWMA_WEIGHT * (seconds - self.mean_run_time)
+
+    def prefetch_depth(self) -> int:
+        """Attempts one worker may hold, from the mean run time of this pool's attempts."""
+        mean = self.mean_run_time
+        if mean is None or mean >= PREFETCH_BUDGET:
+            return 1
+        return max(2, min(PREFETCH_MAX, int(PREFETCH_BUDGET / max(mean, 1e-6))))
+
+    def depth(self, worker: process.WorkerProcess) -> int:
+        """How many attempts ``worker`` may hold now (0 when it must take no more)."""
+        spec = self.spec
+        if (
+            worker.state not in (State.IDLE, State.BUSY, State.STARTING)
+            or worker.retire_after_task
+            or not self.is_current(worker)
+        ):
+            return 0
+        limit = self.prefetch_depth()
+        if (
+            spec.max_memory_per_worker is not None
+            or spec.execution_timeout is not None
+            or worker.state is State.STARTING
+        ):
+            limit = 1
+        if spec.max_tasks_per_worker is not None:
+            limit = min(limit, spec.max_tasks_per_worker - worker.assigned)
+        return max(0, limit - len(worker.queue))
+
     def spawnable(self, total_live: int, max_total: int) -> int:
         """How many workers may be started now within both limits and the backoff."""
         if self.draining or time.monotonic() < self.backoff_until:
@@ -73,10 +117,9 @@ class WorkerPool:
         own = self.spec.max_worker_count - len(self.workers)
         return max(0, min(own, max_total - total_live))
 
-    def spawn(self, task: models.BackgroundTask | None) -> process.WorkerProcess:
-        """Start a worker; ``task`` (already claimed) runs there once it is ready."""
+    def spawn(self) -> process.WorkerProcess:
+        """Start a worker (attempts are sent to it once it reports ready)."""
         worker = process.WorkerProcess(self._mp_context, self.worker_config(), self.generation)
-        worker.task = task
         self.workers.append(worker)
         return worker
 

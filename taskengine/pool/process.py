@@ -6,6 +6,7 @@ Deciding *when* to do any of that belongs to ``pool.py`` and ``reactor.py``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import os
@@ -18,7 +19,7 @@ from typing import Any
 from taskengine import models
 from taskengine.pool import messages, worker_main
 
-__all__ = ["KillReason", "WorkerProcess", "WorkerState", "describe_exit"]
+__all__ = ["KillReason", "WorkerProcess", "WorkerState"]
 
 
 class WorkerState(enum.Enum):
@@ -38,19 +39,6 @@ class KillReason(enum.Enum):
     TERMINATED = "terminated"  # cancel(terminate=True) or remove()
     START_TIMEOUT = "start-timeout"
     STOP = "stop"  # stop() ran out of time, or the worker ignored Stop
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """Name how a process ended: a signal by name, or its exit code."""
-    if exitcode is None:
-        return "an unknown status"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "an unknown signal"
-        return f"signal {-exitcode} ({name})"
-    return f"code {exitcode}"
 
 
 class WorkerProcess:
@@ -80,7 +68,11 @@ class WorkerProcess:
         self.sentinel: int = self.process.sentinel
         self.state = WorkerState.STARTING
         self.started_at = time.monotonic()
-        self.task: models.BackgroundTask | None = None
+        # Attempts sent to this worker, in order: the first is running (or about to, while the
+        # worker starts); the rest are prefetched and have not started.
+        self.queue: collections.deque[models.BackgroundTask] = collections.deque()
+        self.assigned = 0
+        self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None
         self.deadline: float | None = None
         self.idle_since = self.started_at
@@ -91,6 +83,15 @@ class WorkerProcess:
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} {self.config.task_type} {self.state.value}>"
+
+    @property
+    def task(self) -> models.BackgroundTask | None:
+        """The attempt running here (or about to run while the worker starts), if any."""
+        return self.queue[0] if self.queue else None
+
+    def holds(self, task_id: str) -> bool:
+        """Whether ``task_id`` is running or prefetched here."""
+        return any(task.id == task_id for task in self.queue)
 
     def send(self, message: messages.ToWorker) -> bool:
         """Send a message; False when the pipe is broken (the worker is dying)."""

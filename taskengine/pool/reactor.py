@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, Final, TypeVar
 import psutil
 
 from taskengine import clock, errors, models, registry, transitions, writer
-from taskengine.pool import messages, pool, process
+from taskengine.pool import messages, outcomes, pool, process
 from taskengine.stores import base
 
 __all__ = ["Reactor"]
@@ -47,6 +48,14 @@ MAX_SLEEP: Final = 30.0
 #: First and largest pause after a store error before writing again.
 STORE_RETRY_FIRST: Final = 0.05
 STORE_RETRY_MAX: Final = 5.0
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or EOF) right now, without blocking."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 class Reactor:
@@ -159,12 +168,20 @@ class Reactor:
                 del self._pools[task_type]
 
     def terminate(self, task_id: str) -> bool:
-        """Kill the worker running ``task_id`` (its record was already changed)."""
-        for each in self._pools.values():
-            for worker in each.workers:
-                if worker.task is not None and worker.task.id == task_id:
-                    worker.kill(Reason.TERMINATED)
-                    return True
+        """Kill the worker running ``task_id`` (its record was already changed).
+
+        A prefetched attempt has not started: its worker is killed when it would start, so the
+        attempt running before it finishes normally.
+        """
+        for worker in self._workers():
+            if not worker.holds(task_id):
+                continue
+            head = worker.task
+            if head is not None and head.id == task_id and worker.state is not State.STARTING:
+                worker.kill(Reason.TERMINATED)
+            else:
+                worker.terminate_on_start.add(task_id)
+            return True
         return False
 
     def pool_facts(self) -> dict[str, dict[str, Any]]:
@@ -221,7 +238,10 @@ class Reactor:
             if is_sentinel:
                 exited.append(worker)
             else:
-                self._receive(worker)
+                # Take everything already in the pipe, so one turn (and one group commit)
+                # covers every attempt that finished meanwhile.
+                while self._receive(worker) and _readable(worker.conn_fd):
+                    pass
         for worker in exited:
             self._on_exit(worker)
         self._run_commands()
@@ -316,17 +336,18 @@ class Reactor:
         if isinstance(message, messages.Ready):
             each.start_succeeded()
             if worker.state is State.STARTING:
-                if worker.task is not None:
-                    self._run_on(worker, worker.task)
-                else:
-                    self._become_idle(worker, each)
+                for queued in worker.queue:
+                    worker.send(
+                        messages.Run(queued.id, queued.type, queued.attempts, queued.payload_blob)
+                    )
+                self._begin_head(worker, each)
         elif isinstance(message, messages.Done):
             self._on_done(worker, each, message)
         elif isinstance(message, messages.Progress):
             task = worker.task
             if task is not None and task.id == message.task_id:
                 new = transitions.report_progress(task, message.fraction, self._clock.now())
-                worker.task = new
+                worker.queue[0] = new
                 self._batch.append(
                     writer.Change(
                         write=base.Update(
@@ -344,9 +365,9 @@ class Reactor:
                 message.error.message,
                 extra={"task_type": worker.config.task_type, "node": self._node},
             )
-            if worker.task is not None:
-                self._fail(worker.task, message.error)
-                worker.task = None
+            if worker.queue:
+                self._fail(worker.queue.popleft(), message.error)
+            self._release_queued(worker)
             worker.state = State.STOPPING
         elif isinstance(message, messages.ShutdownFailed):
             log.error(
@@ -363,31 +384,61 @@ class Reactor:
     ) -> None:
         task = worker.task
         if task is None or task.id != done.task_id:
+            log.error("worker %s reported an attempt it was not running; killing it", worker.pid)
+            worker.kill(Reason.STOP)
             return
-        worker.task = None
-        worker.deadline = None
+        worker.queue.popleft()
+        each.record_run_time(done.run_seconds)
         worker.tasks_done += 1
         each.tasks_done += 1
         now = self._clock.now()
         if done.error is None:
             assert done.result_blob is not None
-            self._batch.append(
-                writer.change_for(task, transitions.succeed(task, done.result_blob, now))
-            )
+            new = transitions.succeed(task, done.result_blob, now)
         else:
             each.failures += 1
-            self._batch.append(
-                writer.change_for(task, transitions.fail_attempt(task, done.error, now))
-            )
-        if worker.state is State.BUSY:
-            if self._should_recycle(worker, each):
+            new = transitions.fail_attempt(task, done.error, now)
+        self._batch.append(writer.change_for(task, new))
+        if worker.state is not State.BUSY:
+            return
+        if not worker.queue and self._should_recycle(worker, each):
+            self._send_stop(worker)
+        else:
+            self._begin_head(worker, each)
+
+    def _begin_head(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> None:
+        """The worker starts the first attempt of its queue now, or becomes idle."""
+        head = worker.task
+        if head is None:
+            worker.state = State.IDLE
+            worker.idle_since = time.monotonic()
+            worker.run_started_at = worker.deadline = None
+            self._dirty = True
+            if not each.is_current(worker) or worker.retire_after_task:
                 self._send_stop(worker)
-            else:
-                self._become_idle(worker, each)
+            return
+        worker.state = State.BUSY
+        worker.run_started_at = time.monotonic()
+        timeout = each.spec.execution_timeout
+        worker.deadline = None if timeout is None else worker.run_started_at + timeout
+        self._dirty = self._dirty or len(worker.queue) < each.prefetch_depth()
+        if head.id in worker.terminate_on_start:
+            worker.kill(Reason.TERMINATED)
+
+    def _release_queued(self, worker: process.WorkerProcess) -> None:
+        """Hand back the prefetched attempts of a worker that will not run them."""
+        now = self._clock.now()
+        while worker.queue:
+            task = worker.queue.popleft()
+            self._batch.append(writer.change_for(task, transitions.release(task, now)))
 
     def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
         spec = each.spec
-        if worker.retire_after_task or not each.is_current(worker) or self._stop_deadline:
+        if (
+            worker.retire_after_task
+            or not each.is_current(worker)
+            or self._stop_deadline is not None
+        ):
             return True
         if spec.max_tasks_per_worker is not None and worker.tasks_done >= spec.max_tasks_per_worker:
             return True
@@ -407,13 +458,6 @@ class Reactor:
                 return True
         return False
 
-    def _become_idle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> None:
-        worker.state = State.IDLE
-        worker.idle_since = time.monotonic()
-        self._dirty = True
-        if not each.is_current(worker) or worker.retire_after_task:
-            self._send_stop(worker)
-
     # -- worker exits ---------------------------------------------------------------------
 
     def _on_exit(self, worker: process.WorkerProcess) -> None:
@@ -428,59 +472,22 @@ class Reactor:
         self._dirty = True
         if was is State.STARTING and worker.kill_reason is None:
             each.start_failed()
-        task = worker.task
-        if task is not None:
+        if worker.queue:
+            task = worker.queue.popleft()
             each.crashes += 1
-            self._fail(task, self._exit_error(worker, was, code, each.spec))
+            error = outcomes.exit_error(
+                pid=worker.pid,
+                attempt=task.attempts,
+                reason=worker.kill_reason,
+                was_starting=was is State.STARTING,
+                exitcode=code,
+                spec=each.spec,
+                start_timeout=START_TIMEOUT,
+            )
+            self._fail(task, error)
+            self._release_queued(worker)
         if each.draining and not each.workers:
             del self._pools[worker.config.task_type]
-
-    def _exit_error(
-        self,
-        worker: process.WorkerProcess,
-        was: process.WorkerState,
-        code: int | None,
-        spec: registry.HandlerSpec,
-    ) -> models.TaskError:
-        how = process.describe_exit(code)
-        attempt = worker.task.attempts if worker.task is not None else 0
-        reason = worker.kill_reason
-        if reason is Reason.TIMEOUT:
-            return models.TaskError.of(
-                errors.TaskTimeoutError,
-                f"attempt {attempt} ran longer than execution_timeout={spec.execution_timeout}s; "
-                f"worker {worker.pid} was killed",
-            )
-        if reason is Reason.START_TIMEOUT:
-            return models.TaskError.of(
-                errors.WorkerInitError,
-                f"worker {worker.pid} did not finish starting within {START_TIMEOUT}s",
-            )
-        if reason is Reason.STOP:
-            return models.TaskError.of(
-                errors.WorkerCrashedError,
-                f"the engine stopped before attempt {attempt} finished; worker {worker.pid} "
-                "was killed",
-            )
-        if reason is Reason.TERMINATED:
-            return models.TaskError.of(
-                errors.WorkerCrashedError, f"worker {worker.pid} was terminated on request"
-            )
-        if was is State.STARTING:
-            return models.TaskError.of(
-                errors.WorkerCrashedError,
-                f"worker {worker.pid} exited with {how} while starting (importing "
-                f"{spec.module} or running its initialise method)",
-            )
-        if code is not None and code < 0:
-            return models.TaskError.of(
-                errors.WorkerCrashedError,
-                f"worker {worker.pid} was killed by {how} during attempt {attempt}",
-            )
-        return models.TaskError.of(
-            errors.WorkerCrashedError,
-            f"worker {worker.pid} exited with {how} before returning a result (attempt {attempt})",
-        )
 
     def _fail(self, task: models.BackgroundTask, error: models.TaskError) -> None:
         now = self._clock.now()
@@ -547,23 +554,26 @@ class Reactor:
         # Types with the fewest workers choose first, so a freed slot goes to a starved type.
         for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
             each = self._pools[task_type]
-            idle = each.idle_workers()
-            room = len(idle) + each.spawnable(self._total_live(), self._max_total)
-            if room == 0:
+            slots = self._slots(each)
+            if not slots:
                 continue
             try:
                 claimed = self._writer.claim(
-                    task_type, now, room, lambda t: transitions.claim(t, now, self._node)
+                    task_type, now, len(slots), lambda t: transitions.claim(t, now, self._node)
                 )
             except errors.StoreError:
                 self._store_failed("claiming due tasks")
                 return
             claimed_any = claimed_any or bool(claimed)
-            for task in claimed:
-                if idle:
-                    self._run_on(idle.pop(), task)
+            for task, slot in zip(claimed, slots, strict=False):
+                worker = slot if slot is not None else self._start_worker(each)
+                if worker is None:
+                    error = models.TaskError.of(
+                        errors.WorkerInitError, "could not start a worker process"
+                    )
+                    self._fail(task, error)
                 else:
-                    self._start_worker(each, task)
+                    self._run_on(worker, task)
         # Claims may have left more due work behind; look again next turn.
         self._dirty = claimed_any
         if not claimed_any:
@@ -578,13 +588,22 @@ class Reactor:
             self._store_failed("looking for due tasks")
             return None
 
+    def _slots(self, each: pool.WorkerPool) -> list[process.WorkerProcess | None]:
+        """Where the next claimed attempts of a pool go, best first (None: a new worker).
+
+        Idle workers first, then new workers, then prefetch slots of busy workers, so that an
+        attempt never queues behind another while a worker could run it at once.
+        """
+        room = {w: each.depth(w) for w in each.workers}
+        idle = [w for w in each.workers if w.state is State.IDLE and room[w]]
+        fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(
+            self._total_live(), self._max_total
+        )
+        queued = [w for w in each.workers for _ in range(room[w] - (w in idle))]
+        return [*idle, *fresh, *queued]
+
     def _types_with_room(self) -> list[str]:
-        total = self._total_live()
-        return [
-            task_type
-            for task_type, each in self._pools.items()
-            if each.idle_workers() or each.spawnable(total, self._max_total)
-        ]
+        return [task_type for task_type, each in self._pools.items() if self._slots(each)]
 
     def _total_live(self) -> int:
         return sum(len(each.workers) for each in self._pools.values())
@@ -622,30 +641,26 @@ class Reactor:
                 worker.retire_after_task = True
                 return
 
-    def _start_worker(self, each: pool.WorkerPool, task: models.BackgroundTask) -> None:
+    def _start_worker(self, each: pool.WorkerPool) -> process.WorkerProcess | None:
         try:
-            self._watch(each.spawn(task))
-        except Exception as exc:
+            worker = each.spawn()
+        except Exception:
             each.start_failed()
             log.exception("could not start a worker for %r", each.spec.task_type)
-            error = models.TaskError(
-                type="WorkerInitError",
-                message=f"could not start a worker process: {type(exc).__name__}: {exc}",
-            )
-            self._fail(task, error)
+            return None
+        self._watch(worker)
+        return worker
 
     def _run_on(self, worker: process.WorkerProcess, task: models.BackgroundTask) -> None:
-        spec = self._pools[worker.config.task_type].spec
-        worker.task = task
-        worker.state = State.BUSY
-        worker.run_started_at = time.monotonic()
-        worker.deadline = (
-            None
-            if spec.execution_timeout is None
-            else worker.run_started_at + spec.execution_timeout
-        )
-        # A failed send means the worker is dying; its sentinel will fail the attempt.
+        """Send a claimed attempt to a worker (held back until a starting worker is ready)."""
+        worker.queue.append(task)
+        worker.assigned += 1
+        if worker.state is State.STARTING:
+            return
+        # A failed send means the worker is dying; its sentinel will settle the attempt.
         worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob))
+        if len(worker.queue) == 1:
+            self._begin_head(worker, self._pools[worker.config.task_type])
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -655,7 +670,7 @@ class Reactor:
         for worker in list(self._workers()):
             if worker.state is State.IDLE:
                 self._send_stop(worker)
-            elif worker.state in (State.BUSY, State.STARTING) and (past or worker.task is None):
+            elif worker.state in (State.BUSY, State.STARTING) and (past or not worker.queue):
                 # A worker still starting with nothing to run has no attempt to finish.
                 worker.kill(Reason.STOP)
 
@@ -682,8 +697,3 @@ class Reactor:
             log.error("task store failed while %s; retrying with backoff", what, exc_info=True)
         self._store_backoff = min(STORE_RETRY_MAX, max(STORE_RETRY_FIRST, self._store_backoff * 2))
         self._store_retry_at = time.monotonic() + self._store_backoff
-
-    def flush_now(self) -> None:
-        """Write held outcomes at once (used at the end of ``stop``)."""
-        self._store_retry_at = 0.0
-        self._flush()

@@ -18,6 +18,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -117,6 +118,7 @@ class _Worker:
             reporter=self.report(job.task_id),
         )
         token = context.set_current(task)
+        began = time.perf_counter()
         try:
             try:
                 payload = codec.decode(job.payload_blob)
@@ -126,13 +128,17 @@ class _Worker:
                         self.loop = asyncio.new_event_loop()
                     result = self.loop.run_until_complete(_await(result))
             except BaseException as exc:  # SystemExit and friends are handler errors too
-                return messages.Done(job.task_id, None, models.TaskError.from_exception(exc))
+                error = models.TaskError.from_exception(exc)
+                return messages.Done(job.task_id, None, error, time.perf_counter() - began)
             try:
-                return messages.Done(job.task_id, codec.encode(result), None)
+                blob = codec.encode(result)
             except BaseException as exc:
                 error = models.TaskError.from_exception(exc)
-                message = f"the result could not be serialised: {error.message}"
-                return messages.Done(job.task_id, None, attrs.evolve(error, message=message))
+                error = attrs.evolve(
+                    error, message=f"the result could not be serialised: {error.message}"
+                )
+                return messages.Done(job.task_id, None, error, time.perf_counter() - began)
+            return messages.Done(job.task_id, blob, None, time.perf_counter() - began)
         finally:
             context.reset_current(token)
 
