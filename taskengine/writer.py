@@ -58,26 +58,41 @@ class TaskWriter:
             return []
         with self._lock:
             applied = self._store.apply([change.write for change in changes])
-            stored = []
-            for change, ok in zip(changes, applied, strict=True):
-                if not ok:
-                    continue
-                if change.task is None:
-                    self._publisher.removed(change.write.task_id)  # type: ignore[union-attr]
-                else:
-                    stored.append((change.task, change.status_changed))
-            self._publisher.publish(stored)
+            self._announce(changes, applied, [])
         return applied
 
-    def claim(
+    def commit(
         self,
-        task_type: str,
+        changes: Sequence[Change],
+        claims: Sequence[tuple[str, int]],
         now: datetime,
-        limit: int,
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
-    ) -> list[models.BackgroundTask]:
-        """Claim up to ``limit`` due tasks of a type and announce them as processing."""
+    ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
+        """Write ``changes`` and claim due tasks in one transaction (the group commit).
+
+        The changes are announced first, then the claimed tasks as processing.
+        """
         with self._lock:
-            claimed = self._store.claim_due(task_type, now, limit, claim)
-            self._publisher.publish([(task, True) for task in claimed])
-        return claimed
+            applied, claimed = self._store.apply_and_claim(
+                [change.write for change in changes], claims, now, claim
+            )
+            self._announce(changes, applied, claimed)
+        return applied, claimed
+
+    def _announce(
+        self,
+        changes: Sequence[Change],
+        applied: Sequence[bool],
+        claimed: Sequence[Sequence[models.BackgroundTask]],
+    ) -> None:
+        stored: list[tuple[models.BackgroundTask, bool]] = []
+        for change, ok in zip(changes, applied, strict=True):
+            if not ok:
+                continue
+            if change.task is None:
+                self._publisher.removed(change.write.task_id)  # type: ignore[union-attr]
+            else:
+                stored.append((change.task, change.status_changed))
+        stored.extend((task, True) for tasks in claimed for task in tasks)
+        if stored:
+            self._publisher.publish(stored)

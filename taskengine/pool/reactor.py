@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 State = process.WorkerState
+Status = models.TaskStatus
 Reason = process.KillReason
 
 #: Seconds between SIGTERM and SIGKILL when an attempt times out.
@@ -250,7 +251,7 @@ class Reactor:
             self._dispatch()
         else:
             self._stop_step()
-        self._flush()
+            self._flush()
         return self._stop_deadline is not None and not any(True for _ in self._workers())
 
     def _watch(self, worker: process.WorkerProcess) -> None:
@@ -534,38 +535,29 @@ class Reactor:
     # -- dispatching ----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        if not self._pools:
-            self._dirty = False
-            return
+        """Claim attempts for free slots and store this turn's outcomes: one group commit."""
         if time.monotonic() < self._store_retry_at:
             return
         now = self._clock.now()
-        if self._dirty:
-            self._dirty = False
-            self._due_hint = self._next_due(self._types_with_room())
-            if self._due_hint is None or self._due_hint > now:
-                self._relieve_starvation(now)
-        if self._due_hint is None or self._due_hint > now:
+        plan = self._plan(now)
+        if not plan and not self._batch:
             return
-        types = list(self._pools)
-        self._rotation = (self._rotation + 1) % len(types)
-        claimed_any = False
-        rotated = types[self._rotation :] + types[: self._rotation]
-        # Types with the fewest workers choose first, so a freed slot goes to a starved type.
-        for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
+        batch, self._batch = self._batch, []
+        try:
+            _, claimed = self._writer.commit(
+                batch,
+                [(task_type, len(slots)) for task_type, slots in plan],
+                now,
+                lambda task: transitions.claim(task, now, self._node),
+            )
+        except errors.StoreError:
+            self._batch = batch + self._batch
+            self._store_failed(f"storing {len(batch)} outcome(s) and claiming due tasks")
+            return
+        self._store_ok()
+        for (task_type, slots), tasks in zip(plan, claimed, strict=True):
             each = self._pools[task_type]
-            slots = self._slots(each)
-            if not slots:
-                continue
-            try:
-                claimed = self._writer.claim(
-                    task_type, now, len(slots), lambda t: transitions.claim(t, now, self._node)
-                )
-            except errors.StoreError:
-                self._store_failed("claiming due tasks")
-                return
-            claimed_any = claimed_any or bool(claimed)
-            for task, slot in zip(claimed, slots, strict=False):
+            for task, slot in zip(tasks, slots, strict=False):
                 worker = slot if slot is not None else self._start_worker(each)
                 if worker is None:
                     error = models.TaskError.of(
@@ -574,10 +566,37 @@ class Reactor:
                     self._fail(task, error)
                 else:
                     self._run_on(worker, task)
-        # Claims may have left more due work behind; look again next turn.
-        self._dirty = claimed_any
-        if not claimed_any:
+        if any(len(tasks) == len(slots) for (_, slots), tasks in zip(plan, claimed, strict=True)):
+            self._due_hint = now  # a full claim: more may be due, claim again when room appears
+        elif plan:
+            self._dirty = True
+        if any(c.task is not None and c.task.status is Status.PENDING for c in batch):
+            self._dirty = True  # a retry or a hand-back may be due sooner than the hint
+
+    def _plan(self, now: datetime) -> list[tuple[str, list[process.WorkerProcess | None]]]:
+        """Which types to claim for this turn, with the slots their attempts will take."""
+        if not self._pools:
+            self._dirty = False
+            return []
+        if self._dirty:
+            self._dirty = False
             self._due_hint = self._next_due(self._types_with_room())
+            if self._due_hint is None or self._due_hint > now:
+                self._relieve_starvation(now)
+        if self._due_hint is None or self._due_hint > now:
+            return []
+        types = list(self._pools)
+        self._rotation = (self._rotation + 1) % len(types)
+        rotated = types[self._rotation :] + types[: self._rotation]
+        plan = []
+        # Types with the fewest workers choose first, so a freed slot goes to a starved type.
+        for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
+            slots = self._slots(self._pools[task_type])
+            if slots:
+                plan.append((task_type, slots))
+        if not plan:
+            self._due_hint = None  # nothing can run until a slot frees up (which sets _dirty)
+        return plan
 
     def _next_due(self, types: list[str]) -> datetime | None:
         if not types:
@@ -677,6 +696,7 @@ class Reactor:
     # -- store writes ---------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Store held outcomes without claiming (while stopping)."""
         if not self._batch or time.monotonic() < self._store_retry_at:
             return
         batch, self._batch = self._batch, []
@@ -686,11 +706,13 @@ class Reactor:
             self._batch = batch + self._batch
             self._store_failed(f"storing {len(batch)} outcome(s)")
             return
+        self._store_ok()
+
+    def _store_ok(self) -> None:
         if self._store_backoff:
             log.warning("the task store is writable again; held outcomes are stored")
         self._store_backoff = 0.0
         self._store_retry_at = 0.0
-        self._dirty = True
 
     def _store_failed(self, what: str) -> None:
         if not self._store_backoff:

@@ -81,7 +81,8 @@ class TaskStore(Protocol):
         """Store new tasks in one transaction and return their ids.
 
         A task whose ``idempotency_key`` belongs to a stored task is not inserted: the stored
-        task's id is returned in its place.
+        task's id is returned in its place.  An id that is already stored, or repeated within
+        the batch, is a ``StoreError`` and nothing is stored.
         """
         ...
 
@@ -103,7 +104,22 @@ class TaskStore(Protocol):
         """Atomically take up to ``limit`` due pending tasks of a type, oldest due first.
 
         Each is passed through ``claim`` (``transitions.claim``) and the results are stored and
-        returned.  No task is returned by two concurrent calls.
+        returned.  No task is returned by two concurrent calls.  A ``limit`` below 1 claims
+        nothing; an exception from ``claim`` claims nothing and propagates.
+        """
+        ...
+
+    def apply_and_claim(
+        self,
+        writes: Sequence[Write],
+        claims: Sequence[tuple[str, int]],
+        now: datetime,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
+        """``apply(writes)`` then ``claim_due`` for each ``(task_type, limit)``, in ONE transaction.
+
+        This is the engine's group commit: the outcomes of every attempt that ended during one
+        turn of the reactor and the claims of the next attempts cost one durable commit.
         """
         ...
 

@@ -80,9 +80,11 @@ class MemoryStore:
     def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
         """Store new tasks; an existing idempotency key returns the stored task's id."""
         with self._lock:
+            seen: set[str] = set()
             for task in tasks:
-                if task.id in self._tasks:
+                if task.id in self._tasks or task.id in seen:
                     raise errors.StoreError(f"a task with id {task.id} already exists")
+                seen.add(task.id)
             ids = []
             for task in tasks:
                 key = task.idempotency_key
@@ -134,18 +136,46 @@ class MemoryStore:
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> list[models.BackgroundTask]:
         """Take up to ``limit`` due pending tasks of ``task_type``."""
+        return self.apply_and_claim([], [(task_type, limit)], now, claim)[1][0]
+
+    def apply_and_claim(
+        self,
+        writes: Sequence[base.Write],
+        claims: Sequence[tuple[str, int]],
+        now: datetime,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
+        """Apply fenced writes, then claim due tasks, atomically."""
         now_ms = clock.to_millis(now)
-        claimed: list[models.BackgroundTask] = []
         with self._lock:
-            heap = self._due.get(task_type)
+            applied = [self._apply_one(write) for write in writes]
+            claimed = [self._claim(task_type, now_ms, limit, claim) for task_type, limit in claims]
+        return applied, claimed
+
+    def _claim(
+        self,
+        task_type: str,
+        now_ms: int,
+        limit: int,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> list[models.BackgroundTask]:
+        heap = self._due.get(task_type)
+        taken: list[tuple[int, str]] = []
+        claimed: list[models.BackgroundTask] = []
+        try:
             while heap and len(claimed) < limit and heap[0][0] <= now_ms:
-                due_ms, task_id = heapq.heappop(heap)
-                task = self._is_due_entry(due_ms, task_id)
+                entry = heapq.heappop(heap)
+                task = self._is_due_entry(*entry)
                 if task is None:
                     continue
-                new = claim(task)
-                self._put(new)
-                claimed.append(new)
+                taken.append(entry)
+                claimed.append(claim(task))
+        except BaseException:
+            for entry in taken:  # nothing is claimed when ``claim`` fails
+                heapq.heappush(heap, entry)  # type: ignore[arg-type]
+            raise
+        for task in claimed:
+            self._put(task)
         return claimed
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
@@ -176,6 +206,8 @@ class MemoryStore:
                 and (spec.status is None or task.status is spec.status)
                 and (task.date_retain_until is None or task.date_retain_until > now)
             ]
+        if limit < 1:
+            return []
         descending = spec.direction is models.SortDirection.DESCENDING
         keyed = [(cursor.sort_key(task, spec.sort_field), task) for task in rows]
         if after is not None:

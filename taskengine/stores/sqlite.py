@@ -368,22 +368,7 @@ class SqliteStore:
         """Apply fenced writes in one transaction; for each, whether it applied."""
         if not writes:
             return []
-        statements: list[tuple[str, tuple[object, ...]]] = []
-        for write in writes:
-            if isinstance(write, base.Update):
-                params = (*schema.to_row(write.task), write.task.id)
-                params += (write.expected_status.value, write.expected_attempts)
-                statements.append((schema.UPDATE_FENCED, params))
-            else:
-                fence = (write.expected_status is not None, write.expected_attempts is not None)
-                params = (write.task_id,)
-                if write.expected_status is not None:
-                    params += (write.expected_status.value,)
-                if write.expected_attempts is not None:
-                    params += (write.expected_attempts,)
-                statements.append((schema.DELETE[fence], params))
-        with self._transaction() as conn:
-            return [conn.execute(sql, params).rowcount == 1 for sql, params in statements]
+        return self.apply_and_claim(writes, [], _EPOCH, _unused_claim)[0]
 
     def claim_due(
         self,
@@ -398,11 +383,33 @@ class SqliteStore:
         """
         if limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
             return []
+        return self.apply_and_claim([], [(task_type, limit)], now, claim)[1][0]
+
+    def apply_and_claim(
+        self,
+        writes: Sequence[base.Write],
+        claims: Sequence[tuple[str, int]],
+        now: datetime,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
+        """Fenced writes, then claims, in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
+        statements = [_write_statement(write) for write in writes]
+        wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
+        if not statements and not wanted:
+            return [], [[] for _ in claims]
+        now_ms = clock.to_millis(now)
         with self._transaction() as conn:
-            rows = conn.execute(schema.SELECT_DUE, (task_type, clock.to_millis(now), limit))
-            claimed = [claim(self._task(row)) for row in rows.fetchall()]
-            conn.executemany(schema.UPDATE_BY_ID, [(*schema.to_row(t), t.id) for t in claimed])
-        return claimed
+            applied = [conn.execute(sql, params).rowcount == 1 for sql, params in statements]
+            claimed: list[list[models.BackgroundTask]] = []
+            for task_type, limit in claims:
+                if limit <= 0:
+                    claimed.append([])
+                    continue
+                rows = conn.execute(schema.SELECT_DUE, (task_type, now_ms, limit)).fetchall()
+                taken = [claim(self._task(row)) for row in rows]
+                conn.executemany(schema.UPDATE_BY_ID, [(*schema.to_row(t), t.id) for t in taken])
+                claimed.append(taken)
+        return applied, claimed
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
         """The earliest ``date_next_process`` of a pending task of these types."""
@@ -461,3 +468,24 @@ def _warn_if_writable_by_others(path: str, what: str) -> None:
             path,
             stat.S_IMODE(mode),
         )
+
+
+_EPOCH = clock.from_millis(0)
+
+
+def _unused_claim(task: models.BackgroundTask) -> models.BackgroundTask:
+    raise AssertionError("no claims were requested")  # pragma: no cover
+
+
+def _write_statement(write: base.Write) -> tuple[str, tuple[object, ...]]:
+    """The SQL and parameters of one fenced write."""
+    if isinstance(write, base.Update):
+        row = (*schema.to_row(write.task), write.task.id)
+        return schema.UPDATE_FENCED, (*row, write.expected_status.value, write.expected_attempts)
+    fence = (write.expected_status is not None, write.expected_attempts is not None)
+    params: tuple[object, ...] = (write.task_id,)
+    if write.expected_status is not None:
+        params += (write.expected_status.value,)
+    if write.expected_attempts is not None:
+        params += (write.expected_attempts,)
+    return schema.DELETE[fence], params
