@@ -152,6 +152,7 @@ class TaskEngine:
             self._check_open()
             if self._started:
                 return self
+            self._store.acquire_dispatch_lock(self._node)
             self._recover_interrupted()
             self._publisher.start()
             self._reactor.start()

@@ -77,6 +77,19 @@ class TaskStore(Protocol):
         """Release connections; calling it again does nothing."""
         ...
 
+    def acquire_dispatch_lock(self, node_identity: str) -> None:
+        """Become the one engine that dispatches from this store (single-node stores).
+
+        A second dispatching engine on the same table would re-queue the first one's running
+        attempts as crashed and run them twice; it must be refused instead.  Readers (``get``,
+        ``query``) and writers such as ``cancel`` need no lock.  Shared stores, which coordinate
+        nodes through claims and leases, accept every node.  ``close`` releases the lock.
+
+        Raises:
+            StoreError: another engine holds the lock; the message names it where known.
+        """
+        ...
+
     def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
         """Store new tasks in one transaction and return their ids.
 

@@ -30,6 +30,7 @@ class MemoryStore:
         self._due: dict[str, list[tuple[int, str]]] = {}
         self._expiry: list[tuple[int, str]] = []
         self._capabilities = base.StoreCapabilities(durable=False, shared=False)
+        self._dispatcher: str | None = None
 
     @property
     def capabilities(self) -> base.StoreCapabilities:
@@ -40,7 +41,18 @@ class MemoryStore:
         """Nothing to connect to."""
 
     def close(self) -> None:
-        """Nothing to release; the data stays readable until the store is dropped."""
+        """Release the dispatch lock; the data stays readable until the store is dropped."""
+        with self._lock:
+            self._dispatcher = None
+
+    def acquire_dispatch_lock(self, node_identity: str) -> None:
+        """Refuse a second engine dispatching from this same store object."""
+        with self._lock:
+            if self._dispatcher is not None and self._dispatcher != node_identity:
+                raise errors.StoreError(
+                    f"this MemoryStore is already used by the engine {self._dispatcher}"
+                )
+            self._dispatcher = node_identity
 
     def __len__(self) -> int:
         with self._lock:

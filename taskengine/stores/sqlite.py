@@ -30,6 +30,7 @@ writable by group or others.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -90,6 +91,7 @@ class SqliteStore:
         ):
             raise errors.TaskValidationError("busy_timeout", busy_timeout, "expected seconds >= 0")
         self._path = os.path.abspath(text)
+        self._lock_fd: int | None = None
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
         self._capabilities = base.StoreCapabilities(durable=True, shared=False)
@@ -159,6 +161,36 @@ class SqliteStore:
             self._pid = os.getpid()
             self._generation += 1
 
+    def acquire_dispatch_lock(self, node_identity: str) -> None:
+        """Hold an exclusive ``flock`` on ``<path>.lock`` until ``close``.
+
+        The kernel drops the lock when the holder dies, so a crashed engine never blocks its
+        successor.  The lock file records the holder's node identity for the error message.
+
+        Raises:
+            StoreError: another engine (in this or another process) dispatches from the file.
+        """
+        with self._state_lock:
+            if self._lock_fd is not None:
+                return
+            lock_path = self._path + ".lock"
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise errors.StoreError(f"cannot create {lock_path}: {exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise errors.StoreError(
+                    f"{self._path} is already used by another running engine ({holder}); "
+                    "one SQLite file has one dispatching engine"
+                ) from exc
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, node_identity.encode(), 0)
+            self._lock_fd = fd
+
     def close(self) -> None:
         """Close every connection (waiting for a write in progress); calling it again does nothing.
 
@@ -172,6 +204,10 @@ class SqliteStore:
                 self._inherited += connections
                 connections = []
             self._state = _CLOSED
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)  # closing the descriptor drops the flock
+                self._lock_fd = None
             for conn in connections:
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):

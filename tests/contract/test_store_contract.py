@@ -523,3 +523,75 @@ def test_hostile_strings_are_plain_values(store: base.TaskStore) -> None:
     assert store.query(spec_of(task_type="' OR 1=1 --"), None, 10, QUERY_NOW) == []
     assert store.next_due([hostile]) == task.date_next_process
     assert store.get(canary.id) == canary
+
+
+# -- group commit and the dispatch lock -----------------------------------------------------
+
+
+def test_apply_and_claim_writes_then_claims_in_one_call(store: base.TaskStore) -> None:
+    first, second = new(run_at=at(0)), new(run_at=at(0))
+    store.insert_many([first, second])
+    [claimed_first] = store.claim_due("alpha", at(1), 1, claimer(at(1)))
+    # Hand the claimed attempt back (a prefetched attempt whose worker died) and claim in the
+    # same call: the handed-back task is due again and is claimed by the same commit.
+    back = transitions.release(claimed_first, at(2))
+    update = base.Update(task=back, expected_status=Status.PROCESSING, expected_attempts=1)
+    applied, claimed = store.apply_and_claim(
+        [update], [("alpha", 5), ("beta", 5), ("alpha", 0)], at(2), claimer(at(2))
+    )
+    assert applied == [True]
+    assert {t.id for t in claimed[0]} == {first.id, second.id}
+    assert claimed[1:] == [[], []]
+    for task in claimed[0]:
+        assert store.get(task.id) == task
+        assert task.attempts == 1
+
+
+def test_apply_and_claim_with_nothing_to_do(store: base.TaskStore) -> None:
+    assert store.apply_and_claim([], [], at(0), claimer(at(0))) == ([], [])
+    assert store.apply_and_claim([], [("alpha", 3)], at(0), claimer(at(0))) == ([], [[]])
+
+
+def test_a_failing_claim_claims_nothing(store: base.TaskStore) -> None:
+    tasks = [new(run_at=at(0)) for _ in range(3)]
+    store.insert_many(tasks)
+    calls = 0
+
+    def explode_on_second(task: models.BackgroundTask) -> models.BackgroundTask:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("claim failed")
+        return claimer(at(1))(task)
+
+    with pytest.raises(RuntimeError):
+        store.claim_due("alpha", at(1), 3, explode_on_second)
+    for task in tasks:
+        assert store.get(task.id) == task
+    assert len(store.claim_due("alpha", at(1), 3, claimer(at(1)))) == 3
+
+
+def test_an_id_repeated_within_one_batch_stores_nothing(store: base.TaskStore) -> None:
+    task = new()
+    with pytest.raises(errors.StoreError):
+        store.insert_many([task, attrs.evolve(task, payload_blob=codec.encode("other"))])
+    assert store.get(task.id) is None
+
+
+def test_dispatch_lock_is_exclusive_until_close(tmp_path: Path) -> None:
+    for kind, factory in STORE_FACTORIES.items():
+        (tmp_path / kind).mkdir()
+        first = factory(tmp_path / kind)
+        first.open()
+        first.acquire_dispatch_lock("node-a")
+        first.acquire_dispatch_lock("node-a")  # the holder may ask again
+        if kind == "memory":
+            second = first  # one MemoryStore object shared by two engines
+        else:
+            second = factory(tmp_path / kind)
+            second.open()
+        with pytest.raises(errors.StoreError, match="node-a"):
+            second.acquire_dispatch_lock("node-b")
+        first.close()
+        second.acquire_dispatch_lock("node-b")
+        second.close()
