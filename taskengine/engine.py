@@ -520,15 +520,21 @@ class TaskEngine:
             True when something was removed.
         """
         self._check_open()
-        task = self._visible(task_id)
-        if task is None:
-            return False
-        change = writer.Change(write=base.Delete(task_id=task.id), task=None, status_changed=False)
-        if not self._writer.apply([change])[0]:
-            return False
-        if task.status is Status.PROCESSING:
-            self._terminate(task.id)
-        return True
+        for _ in range(_CAS_TRIES):
+            task = self._visible(task_id)
+            if task is None:
+                return False
+            # Fenced on the status just read: a claim in between makes this fail and re-read,
+            # so a processing attempt is always terminated (never left to run).
+            delete = base.Delete(
+                task_id=task.id, expected_status=task.status, expected_attempts=task.attempts
+            )
+            change = writer.Change(write=delete, task=None, status_changed=False)
+            if self._writer.apply([change])[0]:
+                if task.status is Status.PROCESSING:
+                    self._terminate(task.id)
+                return True
+        return False
 
     def _terminate(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))

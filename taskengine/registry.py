@@ -7,8 +7,10 @@ module or function named in stored data.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -39,14 +41,27 @@ class HandlerSpec:
 
 
 def _find_module(module: str) -> None:
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise errors.HandlerNotFoundError(
-            f"handler module {module!r} cannot be found: {exc}"
-        ) from exc
-    if found is None:
-        raise errors.HandlerNotFoundError(f"handler module {module!r} cannot be found")
+    """Check that ``module`` can be imported, without importing it or its parent packages.
+
+    ``importlib.util.find_spec("pkg.mod")`` would run ``pkg/__init__.py`` in the coordinator;
+    walking the path finders level by level only looks at the file system.
+    """
+    search: list[str] | None = None
+    name = ""
+    for part in module.split("."):
+        name = f"{name}.{part}" if name else part
+        loaded = sys.modules.get(name)
+        found: Any
+        if loaded is not None:
+            found = getattr(loaded, "__spec__", None)
+        else:
+            found = importlib.machinery.PathFinder.find_spec(name, search)
+            if found is None and search is None:
+                found = importlib.util.find_spec(name)  # built-in and frozen top-level modules
+        if found is None:
+            raise errors.HandlerNotFoundError(f"handler module {module!r} cannot be found")
+        locations = getattr(found, "submodule_search_locations", None)
+        search = None if locations is None else list(locations)
 
 
 def make_spec(

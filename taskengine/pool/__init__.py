@@ -1,6 +1,6 @@
 """Worker pools: one pool of processes per task type, run by one reactor thread.
 
-Data flow (one pipe per worker, one attempt in flight per worker)::
+Data flow (one pipe per worker; one attempt runs per worker, short ones are prefetched)::
 
     API thread                 reactor thread (coordinator)              worker process
     ----------                 ----------------------------              --------------
@@ -13,7 +13,9 @@ Data flow (one pipe per worker, one attempt in flight per worker)::
                          announce -> callbacks thread, wait() wakeups
                          sentinel fires (worker died) -> attempt fails with WorkerCrashedError
 
-A dead worker therefore maps to exactly one attempt; a pool is never "broken" by it.
+A worker runs one attempt at a time, so a dead worker maps to exactly one attempt (the first
+of its queue); attempts prefetched behind it had not started and are handed back uncounted.  A
+pool is never "broken" by a death.
 """
 
 from __future__ import annotations

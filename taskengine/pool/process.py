@@ -67,6 +67,7 @@ class WorkerProcess:
         self.pid: int = self.process.pid
         self.sentinel: int = self.process.sentinel
         self.state = WorkerState.STARTING
+        self.ready = False  # set when the worker reports Ready
         self.started_at = time.monotonic()
         # Attempts sent to this worker, in order: the first is running (or about to, while the
         # worker starts); the rest are prefetched and have not started.

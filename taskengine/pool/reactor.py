@@ -44,8 +44,11 @@ KILL_GRACE: Final = 1.0
 START_TIMEOUT: Final = 60.0
 #: Seconds a worker may spend in its shutdown method before it is killed.
 SHUTDOWN_GRACE: Final = 5.0
-#: Longest sleep of the loop even with no timer due (a safety net, not a poll).
+#: Longest sleep of the loop even with no timer due.
 MAX_SLEEP: Final = 30.0
+#: How often the store is asked for due work although nothing here changed: tasks created or
+#: retried by another process (a CLI, an engine that is not dispatching) are found this way.
+POLL_INTERVAL: Final = 1.0
 #: First and largest pause after a store error before writing again.
 STORE_RETRY_FIRST: Final = 0.05
 STORE_RETRY_MAX: Final = 5.0
@@ -94,6 +97,7 @@ class Reactor:
         self._store_backoff = 0.0
         self._dirty = True
         self._due_hint: datetime | None = None
+        self._next_poll = 0.0
         self._rotation = 0
         self._stop_deadline: float | None = None
         self._finished = threading.Event()
@@ -276,6 +280,11 @@ class Reactor:
     def _sleep_seconds(self) -> float:
         now = time.monotonic()
         wake = now + MAX_SLEEP
+        if self._pools:
+            if now >= self._next_poll:
+                self._next_poll = now + POLL_INTERVAL
+                self._dirty = True
+            wake = min(wake, self._next_poll)
         for worker in self._workers():
             for moment in self._timers_of(worker):
                 if moment is not None:
@@ -335,6 +344,7 @@ class Reactor:
     def _on_message(self, worker: process.WorkerProcess, message: messages.ToCoordinator) -> None:
         each = self._pools[worker.config.task_type]
         if isinstance(message, messages.Ready):
+            worker.ready = True
             each.start_succeeded()
             if worker.state is State.STARTING:
                 for queued in worker.queue:
@@ -347,6 +357,14 @@ class Reactor:
         elif isinstance(message, messages.Progress):
             task = worker.task
             if task is not None and task.id == message.task_id:
+                if message.message is not None:
+                    log.info(
+                        "task %s progress %.0f%%: %s",
+                        task.id,
+                        message.fraction * 100,
+                        message.message,
+                        extra={"task_id": task.id, "task_type": task.type, "node": self._node},
+                    )
                 new = transitions.report_progress(task, message.fraction, self._clock.now())
                 worker.queue[0] = new
                 self._batch.append(
@@ -466,12 +484,11 @@ class Reactor:
         self._close_conn(worker)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.sentinel)
-        was = worker.state
         code = worker.reap()
         each = self._pools[worker.config.task_type]
         each.remove(worker)
         self._dirty = True
-        if was is State.STARTING and worker.kill_reason is None:
+        if not worker.ready and worker.kill_reason in (None, Reason.START_TIMEOUT):
             each.start_failed()
         if worker.queue:
             task = worker.queue.popleft()
@@ -480,7 +497,7 @@ class Reactor:
                 pid=worker.pid,
                 attempt=task.attempts,
                 reason=worker.kill_reason,
-                was_starting=was is State.STARTING,
+                was_starting=not worker.ready,
                 exitcode=code,
                 spec=each.spec,
                 start_timeout=START_TIMEOUT,

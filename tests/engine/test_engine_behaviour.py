@@ -1,0 +1,65 @@
+"""Engine behaviours that cut across the API: polling, module checks, removal races."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import taskengine
+from tests.conftest import until
+
+
+def test_tasks_created_by_another_engine_are_found_by_polling(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with taskengine.TaskEngine(taskengine.SqliteStore(path)) as dispatcher:
+        dispatcher.register_handler("echo", "tests.handlers.basic", "echo")
+        assert dispatcher.wait(dispatcher.create("echo", 0), timeout=30).status == "success"
+        # A second engine that never starts (a CLI, say) writes into the same file; the
+        # dispatching engine is idle and hears nothing, so only its poll can find the task.
+        writer = taskengine.TaskEngine(taskengine.SqliteStore(path))
+        task_id = writer.create("echo", "from elsewhere", retain_for=None)
+        writer.stop(timeout=1)
+        done = until(lambda: (t := dispatcher.get(task_id)) is not None and t.status.is_final)
+        assert done
+        assert dispatcher.get(task_id).result == "from elsewhere"
+
+
+def test_registering_never_imports_the_handler_module_or_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "lazypkg"
+    package.mkdir()
+    marker = tmp_path / "imported-by"
+    init = f"""
+        import os
+        with open({str(marker)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+    """
+    (package / "__init__.py").write_text(textwrap.dedent(init))
+    (package / "jobs.py").write_text("def run(payload):\n    return payload * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with taskengine.TaskEngine() as engine:
+        engine.register_handler("double", "lazypkg.jobs", "run")
+        assert not marker.exists()
+        assert "lazypkg" not in sys.modules
+        assert engine.wait(engine.create("double", 21), timeout=30).result == 42
+    pids = {int(line) for line in marker.read_text().split()}
+    assert pids
+    assert os.getpid() not in pids
+
+
+def test_remove_of_a_processing_task_terminates_its_attempt(
+    memory_engine: taskengine.TaskEngine, tmp_path: Path
+) -> None:
+    memory_engine.register_handler("sleepy", "tests.handlers.basic", "sleep")
+    task_id = memory_engine.create("sleepy", {"seconds": 60}, retain_for=None)
+    until(lambda: memory_engine.get(task_id).status is taskengine.TaskStatus.PROCESSING)
+    assert memory_engine.remove(task_id) is True
+    assert memory_engine.get(task_id) is None
+    # The worker is killed, so a new attempt of the same type runs at once.
+    after = memory_engine.create("sleepy", {"seconds": 0, "value": "next"})
+    assert memory_engine.wait(after, timeout=30).result == "next"
