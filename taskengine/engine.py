@@ -117,7 +117,8 @@ class TaskEngine:
         self._store: base.TaskStore = MemoryStore() if store is None else store
         self._store.open()
         self._handlers: dict[str, registry.HandlerSpec] = {}
-        self._publisher = publishing.Publisher(self._handlers.get)
+        self._sweeper = retention.RetentionSweeper(self._store, self._clock)
+        self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
         self._ids = ids.IdGenerator()
         self._reactor = reactor.Reactor(
@@ -128,7 +129,6 @@ class TaskEngine:
             max_total_workers=self._max_total,
             mp_context=multiprocessing.get_context(method),
         )
-        self._sweeper = retention.RetentionSweeper(self._store, self._clock)
         self._lifecycle = threading.Lock()
         self._started = False
         self._stopped = False

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Final
 
 from taskengine import models, registry
@@ -90,10 +91,17 @@ class Publisher:
 
     Args:
         lookup: returns the registration of a task type, or None.
+        on_retention: told the earliest ``date_retain_until`` of each batch of finished tasks
+            (the retention sweep uses it to wake up in time).
     """
 
-    def __init__(self, lookup: Callable[[str], registry.HandlerSpec | None]) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], registry.HandlerSpec | None],
+        on_retention: Callable[[datetime], None] | None = None,
+    ) -> None:
         self._lookup = lookup
+        self._on_retention = on_retention
         self._lock = threading.Lock()
         self._waiters: dict[str, list[tuple[threading.Event, _Waiter]]] = {}
         self._finished = FinishedCache()
@@ -141,6 +149,7 @@ class Publisher:
         Called in store order, under the writer's lock, once per stored batch.
         """
         calls: list[tuple[registry.StateChangeCallback, models.BackgroundTask]] = []
+        earliest: datetime | None = None
         woken: list[tuple[threading.Event, _Waiter, models.BackgroundTask]] = []
         with self._lock:
             for task, status_changed in changes:
@@ -150,11 +159,16 @@ class Publisher:
                         calls.append((spec.state_change_callback, task))
                 if task.status.is_final:
                     self._finished.add(task)
+                    until = task.date_retain_until
+                    if until is not None and (earliest is None or until < earliest):
+                        earliest = until
                     woken.extend((e, box, task) for e, box in self._waiters.pop(task.id, []))
                 elif status_changed and task.status is models.TaskStatus.PENDING:
                     self._finished.discard(task.id)
         if calls:
             self._queue.put(calls)
+        if earliest is not None and self._on_retention is not None:
+            self._on_retention(earliest)
         for event, box, task in woken:
             box.append(task)
             event.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from taskengine import clock, errors
@@ -33,14 +34,20 @@ class RetentionSweeper:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="taskengine-retention", daemon=True)
         self.purged = 0
+        self._next_sweep = clock.from_millis(0)  # when the thread plans to sweep next
 
     def start(self) -> None:
         """Start the sweep thread."""
         self._thread.start()
 
     def wake(self) -> None:
-        """Sweep now (the clock jumped, or a task with a short retention finished)."""
+        """Sweep now (the clock jumped)."""
         self._wakeup.set()
+
+    def expires_at(self, moment: datetime) -> None:
+        """A finished task expires at ``moment``: sweep then, if that is before the next sweep."""
+        if moment < self._next_sweep:
+            self._wakeup.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the sweep thread."""
@@ -70,6 +77,10 @@ class RetentionSweeper:
     def _run(self) -> None:
         backoff = 0.0
         while not self._stopping:
+            # Until the next sweep time is known, any new expiry must wake the thread: the
+            # store read below may have missed a task finished meanwhile.
+            self._next_sweep = datetime.max.replace(tzinfo=UTC)
+            self._wakeup.clear()
             try:
                 self.sweep()
                 delay = self._seconds_to_next()
@@ -79,5 +90,5 @@ class RetentionSweeper:
                     log.warning("retention sweep failed; retrying with backoff", exc_info=True)
                 backoff = min(60.0, max(0.5, backoff * 2))
                 delay = backoff
+            self._next_sweep = self._clock.now() + timedelta(seconds=delay)
             self._wakeup.wait(delay)
-            self._wakeup.clear()

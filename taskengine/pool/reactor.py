@@ -606,9 +606,11 @@ class Reactor:
         self._rotation = (self._rotation + 1) % len(types)
         rotated = types[self._rotation :] + types[: self._rotation]
         plan = []
+        live = self._total_live()  # grows with the workers this plan will start
         # Types with the fewest workers choose first, so a freed slot goes to a starved type.
         for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
-            slots = self._slots(self._pools[task_type])
+            slots = self._slots(self._pools[task_type], live)
+            live += slots.count(None)
             if slots:
                 plan.append((task_type, slots))
         if not plan:
@@ -624,17 +626,21 @@ class Reactor:
             self._store_failed("looking for due tasks")
             return None
 
-    def _slots(self, each: pool.WorkerPool) -> list[process.WorkerProcess | None]:
+    def _slots(
+        self, each: pool.WorkerPool, live: int | None = None
+    ) -> list[process.WorkerProcess | None]:
         """Where the next claimed attempts of a pool go, best first (None: a new worker).
+
+        ``live`` counts the workers alive or already planned across every pool, so that the
+        new workers of one turn never exceed ``max_total_workers`` together.
 
         Idle workers first, then new workers, then prefetch slots of busy workers, so that an
         attempt never queues behind another while a worker could run it at once.
         """
         room = {w: each.depth(w) for w in each.workers}
         idle = [w for w in each.workers if w.state is State.IDLE and room[w]]
-        fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(
-            self._total_live(), self._max_total
-        )
+        total = self._total_live() if live is None else live
+        fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(total, self._max_total)
         queued = [w for w in each.workers for _ in range(room[w] - (w in idle))]
         return [*idle, *fresh, *queued]
 
