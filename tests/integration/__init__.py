@@ -1,0 +1,1 @@
+"""Integration tests: a real coordinator with real worker processes."""
