@@ -515,6 +515,10 @@ class Reactor:
 
     def _check_timers(self) -> None:
         now = time.monotonic()
+        for each in self._pools.values():
+            if each.backoff_until and now >= each.backoff_until:
+                each.backoff_until = 0.0
+                self._dirty = True  # the pool may start workers again: look for its due work
         for worker in list(self._workers()):
             spec = self._pools[worker.config.task_type].spec
             if worker.kill_escalate_at is not None and now >= worker.kill_escalate_at:
