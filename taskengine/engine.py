@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Largest encoded payload accepted by ``create`` unless configured otherwise.
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024 * 1024
+#: Longest wait for the reactor to apply a registration (it normally takes microseconds).
+_COMMAND_TIMEOUT: Final = 30.0
 #: How often a compare-and-set API change is retried when another writer got there first.
 _CAS_TRIES: Final = 20
 
@@ -255,7 +257,7 @@ class TaskEngine:
             max_memory_per_worker=max_memory_per_worker,
         )
         self._handlers[spec.task_type] = spec
-        self._reactor.submit(lambda: self._reactor.register(spec))
+        self._on_reactor(lambda: self._reactor.register(spec))
 
     def unregister_handler(self, task_type: str) -> None:
         """Drop a handler and shut its pool down gracefully; its pending tasks wait.
@@ -267,7 +269,7 @@ class TaskEngine:
         checked = validation.check_identifier_text("task_type", task_type)
         if self._handlers.pop(checked, None) is None:
             raise errors.HandlerNotFoundError(f"no handler is registered for {checked!r}")
-        self._reactor.submit(lambda: self._reactor.unregister(checked))
+        self._on_reactor(lambda: self._reactor.unregister(checked))
 
     # -- creating -------------------------------------------------------------------------
 
@@ -535,6 +537,16 @@ class TaskEngine:
                     self._terminate(task.id)
                 return True
         return False
+
+    def _on_reactor(self, command: Callable[[], None]) -> None:
+        """Run ``command`` on the reactor; once started, return only after it ran there.
+
+        Waiting makes a registration take effect before ``register_handler`` returns, so a
+        task created right after it never runs on the registration it replaced.
+        """
+        future = self._reactor.submit(command)
+        if self._started and not self._stopped:
+            future.result(timeout=_COMMAND_TIMEOUT)
 
     def _terminate(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))

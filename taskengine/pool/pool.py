@@ -7,6 +7,7 @@ shutdown, recycling, backoff after a failed start) is the coordinator's, never t
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from multiprocessing.context import BaseContext
@@ -66,6 +67,7 @@ class WorkerPool:
             initialise_method=self.spec.initialise_method,
             shutdown_method=self.spec.shutdown_method,
             sys_path=tuple(sys.path),
+            environ=tuple(os.environ.items()),
         )
 
     def is_current(self, worker: process.WorkerProcess) -> bool:

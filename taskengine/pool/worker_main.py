@@ -44,6 +44,9 @@ class WorkerConfig:
     initialise_method: str | None
     shutdown_method: str | None
     sys_path: tuple[str, ...]
+    #: The coordinator's environment when the worker was started.  A forkserver child would
+    #: otherwise see the environment the fork server had when it started, long ago.
+    environ: tuple[tuple[str, str], ...]
 
 
 def resolve_callable(module: Any, name: str) -> Callable[..., Any]:
@@ -78,6 +81,8 @@ class _Worker:
             self.conn.send(message)
 
     def start(self) -> bool:
+        os.environ.clear()
+        os.environ.update(self.config.environ)
         for entry in reversed(self.config.sys_path):
             if entry not in sys.path:
                 sys.path.insert(0, entry)

@@ -63,3 +63,24 @@ def test_remove_of_a_processing_task_terminates_its_attempt(
     # The worker is killed, so a new attempt of the same type runs at once.
     after = memory_engine.create("sleepy", {"seconds": 0, "value": "next"})
     assert memory_engine.wait(after, timeout=30).result == "next"
+
+
+def test_workers_see_the_environment_of_when_they_started(
+    memory_engine: taskengine.TaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory_engine.register_handler("pid", "tests.handlers.basic", "pid")
+    memory_engine.wait(memory_engine.create("pid"), timeout=30)  # the fork server is running now
+    monkeypatch.setenv("TASKENGINE_TEST_LATE_VARIABLE", "set after the first worker")
+    memory_engine.register_handler("env", "tests.handlers.basic", "env")
+    task_id = memory_engine.create("env", "TASKENGINE_TEST_LATE_VARIABLE")
+    assert memory_engine.wait(task_id, timeout=30).result == "set after the first worker"
+
+
+def test_a_registration_applies_before_register_handler_returns(
+    memory_engine: taskengine.TaskEngine,
+) -> None:
+    for round_number in range(20):
+        method = "echo" if round_number % 2 else "pid"
+        memory_engine.register_handler("switch", "tests.handlers.basic", method)
+        result = memory_engine.wait(memory_engine.create("switch", "x"), timeout=30).result
+        assert (result == "x") == (method == "echo")

@@ -70,3 +70,7 @@ class Static:
     @staticmethod
     def double(payload: int) -> int:
         return payload * 2
+
+
+def env(name: str) -> str | None:
+    return os.environ.get(name)

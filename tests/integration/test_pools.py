@@ -255,15 +255,6 @@ def test_max_total_workers_does_not_starve_a_type_behind_another_backlog(
     assert max(end for _, _, end in b_results) < max(end for _, _, end in a_results)
 
 
-BUG_TOTAL_CAP = (
-    "BUG: max_total_workers is not a cap across pools. Reactor._plan computes each type's "
-    "'fresh' worker slots against the same _total_live() before any worker is spawned, so "
-    "when several types have due work in one turn each may start a worker for the same free "
-    "capacity."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_TOTAL_CAP)
 def test_max_total_workers_holds_while_a_starved_type_takes_over(
     make_engine: Callable[..., taskengine.TaskEngine],
 ) -> None:
@@ -274,7 +265,6 @@ def test_max_total_workers_holds_while_a_starved_type_takes_over(
     assert max_overlap([(s, e) for _, s, e in a_results + b_results]) <= 2
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_TOTAL_CAP)
 def test_max_total_workers_caps_two_types_due_at_once() -> None:
     engine = taskengine.TaskEngine(taskengine.MemoryStore(), max_total_workers=1)
     try:

@@ -6,8 +6,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 import taskengine
 from taskengine import TaskStatus
 from tests.conftest import until
@@ -218,13 +216,6 @@ def test_idempotency_key_returns_the_existing_task_while_it_exists(
     assert engine.wait(fresh, timeout=20).result == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the retention sweeper is never woken when a task with a finite retain_for "
-    "finishes (RetentionSweeper.wake is only called on clock jumps), so an expired row stays "
-    "in the store until the next periodic sweep, up to 60 s later, although retention.py "
-    "promises to delete expired tasks 'at the next expiry'",
-)
 def test_the_retention_sweep_deletes_an_expired_row_soon_after_expiry(
     memory_engine: taskengine.TaskEngine,
 ) -> None:
