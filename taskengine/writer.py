@@ -40,7 +40,9 @@ def change_for(old: models.BackgroundTask, new: models.BackgroundTask) -> Change
             task_id=new.id, expected_status=old.status, expected_attempts=old.attempts
         )
     else:
-        write = base.Update(task=new, expected_status=old.status, expected_attempts=old.attempts)
+        write = base.Update(
+            task=new, expected_status=old.status, expected_attempts=old.attempts, previous=old
+        )
     return Change(write=write, task=new, status_changed=new.status is not old.status)
 
 

@@ -41,11 +41,16 @@ class StoreCapabilities:
 
 @attrs.frozen(kw_only=True)
 class Update:
-    """Replace a task's record if it still has ``expected_status`` and ``expected_attempts``."""
+    """Replace a task's record if it still has ``expected_status`` and ``expected_attempts``.
+
+    ``previous`` (optional) is the record the writer read; a store may use it to write only the
+    fields that changed.  It never weakens the fence.
+    """
 
     task: models.BackgroundTask
     expected_status: models.TaskStatus
     expected_attempts: int
+    previous: models.BackgroundTask | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -124,6 +124,10 @@ UPDATE_FENCED: Final = (
     f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)}"  # noqa: S608 -- constants only
     " WHERE id = ? AND status = ? AND attempts = ?"
 )
+#: A fenced update that changes nothing (its row count still says whether the fence held).
+UPDATE_FENCED_NOTHING: Final = (
+    "UPDATE tasks SET id = id WHERE id = ? AND status = ? AND attempts = ?"
+)
 #: Overwrite every column of one task, inside a transaction that already read it.
 UPDATE_BY_ID: Final = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE id = ?"  # noqa: S608 -- constants only
 #: Delete statements by fence: (status fenced, attempts fenced) -> SQL.
@@ -254,6 +258,24 @@ def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
         task.progress,
         task.idempotency_key,
     )
+
+
+def changed_update(
+    old: tuple[object, ...], new: tuple[object, ...], *, fenced: bool
+) -> tuple[str, tuple[object, ...]] | None:
+    """An UPDATE of only the columns whose values differ between two rows of one task.
+
+    SQLite rewrites the entries of every index over a column named in ``SET``, changed or
+    not; naming only the changed columns keeps a claim or an outcome from touching the other
+    indexes (and from copying an unchanged payload blob).  None when nothing changed.  Column
+    names come from ``COLUMNS`` only.
+    """
+    changed = [i for i in range(1, len(COLUMNS)) if old[i] != new[i]]
+    if not changed:
+        return None
+    assignments = ", ".join(f"{COLUMNS[i]} = ?" for i in changed)
+    where = " WHERE id = ? AND status = ? AND attempts = ?" if fenced else " WHERE id = ?"
+    return f"UPDATE tasks SET {assignments}{where}", tuple(new[i] for i in changed)  # noqa: S608 -- constants only
 
 
 def from_row(row: Row) -> models.BackgroundTask:
