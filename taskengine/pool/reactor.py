@@ -347,10 +347,13 @@ class Reactor:
             worker.ready = True
             each.start_succeeded()
             if worker.state is State.STARTING:
-                for queued in worker.queue:
-                    worker.send(
-                        messages.Run(queued.id, queued.type, queued.attempts, queued.payload_blob)
-                    )
+                pending = list(worker.queue)
+                for index, queued in enumerate(pending):
+                    if not self._send_run(worker, queued):
+                        for unsent in pending[index + 1 :]:  # never reached the worker either
+                            worker.queue.remove(unsent)
+                            self._release(unsent)
+                        return
                 self._begin_head(worker, each)
         elif isinstance(message, messages.Done):
             self._on_done(worker, each, message)
@@ -446,10 +449,8 @@ class Reactor:
 
     def _release_queued(self, worker: process.WorkerProcess) -> None:
         """Hand back the prefetched attempts of a worker that will not run them."""
-        now = self._clock.now()
         while worker.queue:
-            task = worker.queue.popleft()
-            self._batch.append(writer.change_for(task, transitions.release(task, now)))
+            self._release(worker.queue.popleft())
 
     def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
         spec = each.spec
@@ -703,10 +704,26 @@ class Reactor:
         worker.assigned += 1
         if worker.state is State.STARTING:
             return
-        # A failed send means the worker is dying; its sentinel will settle the attempt.
-        worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob))
-        if len(worker.queue) == 1:
+        if self._send_run(worker, task) and len(worker.queue) == 1:
             self._begin_head(worker, self._pools[worker.config.task_type])
+
+    def _send_run(self, worker: process.WorkerProcess, task: models.BackgroundTask) -> bool:
+        """Send one queued attempt; if the pipe is already broken, hand the attempt back.
+
+        A worker can die while it still looks idle (its death not yet reported); an attempt
+        that never reached it did not run, so it is released uncounted rather than charged.
+        The sentinel then settles whatever was sent before.
+        """
+        if worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob)):
+            return True
+        worker.queue.remove(task)
+        self._release(task)
+        worker.state = State.KILLED  # takes no more attempts; its exit is on its way
+        return False
+
+    def _release(self, task: models.BackgroundTask) -> None:
+        """Hand back a claimed attempt that never started (no attempt counted)."""
+        self._batch.append(writer.change_for(task, transitions.release(task, self._clock.now())))
 
     # -- stopping -------------------------------------------------------------------------
 
