@@ -19,14 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from datetime import datetime
 from multiprocessing.context import BaseContext
 from typing import Any, Final, TypeVar
 
 import psutil
 
 from taskengine import clock, errors, models, registry, transitions, writer
-from taskengine.pool import messages, outcomes, pool, process
+from taskengine.pool import messages, outcomes, planner, pool, process
 from taskengine.stores import base
 
 __all__ = ["Reactor"]
@@ -79,9 +78,9 @@ class Reactor:
         self._writer = task_writer
         self._clock = clock_
         self._node = node_identity
-        self._max_total = max_total_workers
         self._mp_context = mp_context
         self._pools: dict[str, pool.WorkerPool] = {}
+        self._planner = planner.Planner(self._pools, store, max_total_workers, self._store_failed)
         self._commands: list[Callable[[], None]] = []
         self._commands_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -96,9 +95,7 @@ class Reactor:
         self._store_retry_at = 0.0
         self._store_backoff = 0.0
         self._dirty = True
-        self._due_hint: datetime | None = None
         self._next_poll = 0.0
-        self._rotation = 0
         self._stop_deadline: float | None = None
         self._finished = threading.Event()
 
@@ -298,8 +295,8 @@ class Reactor:
             wake = min(wake, self._stop_deadline)
         elif self._dirty and self._pools:
             wake = min(wake, max(now, self._store_retry_at))
-        if self._due_hint is not None:
-            ahead = (self._due_hint - self._clock.now()).total_seconds()
+        if self._planner.due_hint is not None:
+            ahead = (self._planner.due_hint - self._clock.now()).total_seconds()
             wake = min(wake, now + max(0.0, ahead))
         return max(0.0, wake - now)
 
@@ -561,7 +558,10 @@ class Reactor:
         if time.monotonic() < self._store_retry_at:
             return
         now = self._clock.now()
-        plan = self._plan(now)
+        plan, to_stop = self._planner.plan(now, refresh=self._dirty)
+        self._dirty = False
+        for idle in to_stop:
+            self._send_stop(idle)
         if not plan and not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -588,105 +588,10 @@ class Reactor:
                     self._fail(task, error)
                 else:
                     self._run_on(worker, task)
-        if any(len(tasks) == len(slots) for (_, slots), tasks in zip(plan, claimed, strict=True)):
-            self._due_hint = now  # a full claim: more may be due, claim again when room appears
-        elif plan:
+        if self._planner.settle(plan, claimed, now):
             self._dirty = True
         if any(c.task is not None and c.task.status is Status.PENDING for c in batch):
             self._dirty = True  # a retry or a hand-back may be due sooner than the hint
-
-    def _plan(self, now: datetime) -> list[tuple[str, list[process.WorkerProcess | None]]]:
-        """Which types to claim for this turn, with the slots their attempts will take."""
-        if not self._pools:
-            self._dirty = False
-            return []
-        if self._dirty:
-            self._dirty = False
-            self._due_hint = self._next_due(self._types_with_room())
-            if self._due_hint is None or self._due_hint > now:
-                self._relieve_starvation(now)
-        if self._due_hint is None or self._due_hint > now:
-            return []
-        types = list(self._pools)
-        self._rotation = (self._rotation + 1) % len(types)
-        rotated = types[self._rotation :] + types[: self._rotation]
-        plan = []
-        live = self._total_live()  # grows with the workers this plan will start
-        # Types with the fewest workers choose first, so a freed slot goes to a starved type.
-        for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
-            slots = self._slots(self._pools[task_type], live)
-            live += slots.count(None)
-            if slots:
-                plan.append((task_type, slots))
-        if not plan:
-            self._due_hint = None  # nothing can run until a slot frees up (which sets _dirty)
-        return plan
-
-    def _next_due(self, types: list[str]) -> datetime | None:
-        if not types:
-            return None
-        try:
-            return self._store.next_due(types)
-        except errors.StoreError:
-            self._store_failed("looking for due tasks")
-            return None
-
-    def _slots(
-        self, each: pool.WorkerPool, live: int | None = None
-    ) -> list[process.WorkerProcess | None]:
-        """Where the next claimed attempts of a pool go, best first (None: a new worker).
-
-        ``live`` counts the workers alive or already planned across every pool, so that the
-        new workers of one turn never exceed ``max_total_workers`` together.
-
-        Idle workers first, then new workers, then prefetch slots of busy workers, so that an
-        attempt never queues behind another while a worker could run it at once.
-        """
-        room = {w: each.depth(w) for w in each.workers}
-        idle = [w for w in each.workers if w.state is State.IDLE and room[w]]
-        total = self._total_live() if live is None else live
-        fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(total, self._max_total)
-        queued = [w for w in each.workers for _ in range(room[w] - (w in idle))]
-        return [*idle, *fresh, *queued]
-
-    def _types_with_room(self) -> list[str]:
-        return [task_type for task_type, each in self._pools.items() if self._slots(each)]
-
-    def _total_live(self) -> int:
-        return sum(len(each.workers) for each in self._pools.values())
-
-    def _relieve_starvation(self, now: datetime) -> None:
-        """With every worker slot taken, make room for types that have due work.
-
-        An idle worker is wasted capacity then: it stops at once.  A type with due work and no
-        worker at all is starving: the busiest type retires one worker after its attempt, so no
-        type waits for another's backlog to drain.
-        """
-        if self._total_live() < self._max_total:
-            return
-        wanting = [
-            task_type
-            for task_type, each in self._pools.items()
-            if not each.draining and len(each.workers) < each.spec.max_worker_count
-        ]
-        due = self._next_due(wanting)
-        if due is None or due > now:
-            return
-        idle = [w for w in self._workers() if w.state is State.IDLE]
-        if idle:
-            self._send_stop(idle[0])
-            return
-        starving = [t for t in wanting if not self._pools[t].workers]
-        if not starving or self._next_due(starving) is None:
-            return
-        others = [w for w in self._workers() if w.config.task_type not in starving]
-        if any(w.retire_after_task for w in others):
-            return
-        busiest = max(self._pools.values(), key=lambda each: len(each.workers))
-        for worker in busiest.workers:
-            if worker.state in (State.BUSY, State.STARTING) and not worker.retire_after_task:
-                worker.retire_after_task = True
-                return
 
     def _start_worker(self, each: pool.WorkerPool) -> process.WorkerProcess | None:
         try:

@@ -1,0 +1,148 @@
+"""Dispatch planning: which task types to claim for each turn, and where the attempts run.
+
+The planner only decides; the reactor claims (in its group commit), starts workers and sends
+attempts.  It keeps the "due hint" (the earliest due time among types that have room), so that
+an idle reactor sleeps exactly until the next task is due instead of polling the store.
+
+Fairness rules: a freed slot goes first to the type with the fewest workers; the workers planned
+in one turn never exceed ``max_total_workers`` together; and when every slot is taken, an idle
+worker stops, or the busiest type retires one worker, so that no type starves behind another's
+backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence, Sized
+from datetime import datetime
+
+from taskengine import errors
+from taskengine.pool import pool, process
+from taskengine.stores import base
+
+__all__ = ["Plan", "Planner"]
+
+State = process.WorkerState
+#: Per task type, the slots its claimed attempts go to, best first (None: a new worker).
+Plan = list[tuple[str, list[process.WorkerProcess | None]]]
+
+
+class Planner:
+    """Plans the claims of one reactor (runs on the reactor thread only)."""
+
+    def __init__(
+        self,
+        pools: dict[str, pool.WorkerPool],
+        store: base.TaskStore,
+        max_total_workers: int,
+        on_store_error: Callable[[str], None],
+    ) -> None:
+        self._pools = pools
+        self._store = store
+        self._max_total = max_total_workers
+        self._on_store_error = on_store_error
+        self._rotation = 0
+        #: The earliest due time among types with room (None: nothing due, or no room).
+        self.due_hint: datetime | None = None
+
+    def total_live(self) -> int:
+        """Workers alive (or starting) across every pool."""
+        return sum(len(each.workers) for each in self._pools.values())
+
+    def slots(
+        self, each: pool.WorkerPool, live: int | None = None
+    ) -> list[process.WorkerProcess | None]:
+        """Where the next claimed attempts of a pool go, best first (None: a new worker).
+
+        Idle workers first, then new workers, then prefetch slots of busy workers, so that an
+        attempt never queues behind another while a worker could run it at once.  ``live``
+        counts the workers alive or already planned across every pool, so that the new workers
+        of one turn never exceed ``max_total_workers`` together.
+        """
+        room = {w: each.depth(w) for w in each.workers}
+        idle = [w for w in each.workers if w.state is State.IDLE and room[w]]
+        total = self.total_live() if live is None else live
+        fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(total, self._max_total)
+        queued = [w for w in each.workers for _ in range(room[w] - (w in idle))]
+        return [*idle, *fresh, *queued]
+
+    def next_due(self, types: list[str]) -> datetime | None:
+        """The store's earliest due time for ``types`` (None on a store error, reported)."""
+        if not types:
+            return None
+        try:
+            return self._store.next_due(types)
+        except errors.StoreError:
+            self._on_store_error("looking for due tasks")
+            return None
+
+    def plan(self, now: datetime, *, refresh: bool) -> tuple[Plan, list[process.WorkerProcess]]:
+        """This turn's claims, and the idle workers to stop to make room for due work.
+
+        ``refresh`` asks the store again for the due hint (something changed since).
+        """
+        if not self._pools:
+            self.due_hint = None
+            return [], []
+        to_stop: list[process.WorkerProcess] = []
+        if refresh:
+            with_room = [name for name, each in self._pools.items() if self.slots(each)]
+            self.due_hint = self.next_due(with_room)
+            if self.due_hint is None or self.due_hint > now:
+                to_stop = self._relieve_starvation(now)
+        if self.due_hint is None or self.due_hint > now:
+            return [], to_stop
+        types = list(self._pools)
+        self._rotation = (self._rotation + 1) % len(types)
+        rotated = types[self._rotation :] + types[: self._rotation]
+        plan: Plan = []
+        live = self.total_live()  # grows with the workers this plan will start
+        # Types with the fewest workers choose first, so a freed slot goes to a starved type.
+        for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
+            slots = self.slots(self._pools[task_type], live)
+            live += slots.count(None)
+            if slots:
+                plan.append((task_type, slots))
+        if not plan:
+            self.due_hint = None  # nothing can run until a slot frees up (the reactor refreshes)
+        return plan, to_stop
+
+    def settle(self, plan: Plan, claimed: Sequence[Sized], now: datetime) -> bool:
+        """Account for what the claims of ``plan`` got; True when the hint must be refreshed."""
+        if any(len(tasks) == len(slots) for (_, slots), tasks in zip(plan, claimed, strict=True)):
+            self.due_hint = now  # a full claim: more may be due, claim again when room appears
+            return False
+        return bool(plan)
+
+    def _relieve_starvation(self, now: datetime) -> list[process.WorkerProcess]:
+        """With every worker slot taken, make room for types that have due work.
+
+        An idle worker is wasted capacity then: it is returned to be stopped at once.  A type
+        with due work and no worker at all is starving: the busiest type retires one worker
+        after its attempt, so no type waits for another's backlog to drain.
+        """
+        if self.total_live() < self._max_total:
+            return []
+        wanting = [
+            task_type
+            for task_type, each in self._pools.items()
+            if not each.draining and len(each.workers) < each.spec.max_worker_count
+        ]
+        due = self.next_due(wanting)
+        if due is None or due > now:
+            return []
+        workers = [w for each in self._pools.values() for w in each.workers]
+        idle = [w for w in workers if w.state is State.IDLE]
+        if idle:
+            return idle[:1]
+        starving = [t for t in wanting if not self._pools[t].workers]
+        if not starving or self.next_due(starving) is None:
+            return []
+        others = [w for w in workers if w.config.task_type not in starving]
+        if any(w.retire_after_task for w in others):
+            return []
+        busiest = max(self._pools.values(), key=lambda each: len(each.workers))
+        for worker in busiest.workers:
+            if worker.state in (State.BUSY, State.STARTING) and not worker.retire_after_task:
+                worker.retire_after_task = True
+                break
+        return []
