@@ -412,6 +412,7 @@ class TaskEngine:
         Raises:
             TaskNotFoundError: the id is unknown (or the task was removed while waiting).
             TimeoutError: ``timeout`` seconds passed first.
+            EngineStoppedError: the engine stopped while waiting.
             TaskValidationError: an argument is invalid.
         """
         self._check_open()
@@ -429,6 +430,8 @@ class TaskEngine:
                 return task
             if not event.wait(seconds):
                 raise TimeoutError(f"task {checked} did not finish within {seconds}s")
+            if not box:
+                raise errors.EngineStoppedError(f"the engine stopped while waiting for {checked}")
             final = box[0]
             if final is None:
                 raise errors.TaskNotFoundError(checked)

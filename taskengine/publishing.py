@@ -110,6 +110,7 @@ class Publisher:
             list[tuple[registry.StateChangeCallback, models.BackgroundTask]] | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def start(self) -> None:
         """Start the callback thread."""
@@ -120,10 +121,21 @@ class Publisher:
             self._thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Run the callbacks already queued, then end the thread (waits up to ``timeout``)."""
+        """Wake every waiter, run the callbacks already queued, end the callback thread.
+
+        Waiters wake with no snapshot (the engine stopped); the thread is joined for up to
+        ``timeout`` seconds (not at all when ``stop`` runs inside a callback).
+        """
+        with self._lock:
+            self._closed = True
+            waiters = [entry for entries in self._waiters.values() for entry in entries]
+            self._waiters.clear()
+        for event, _ in waiters:
+            event.set()
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join(timeout)
+            if self._thread is not threading.current_thread():  # stop() from a callback
+                self._thread.join(timeout)
             self._thread = None
 
     def _run_callbacks(self) -> None:
@@ -186,7 +198,10 @@ class Publisher:
         event = threading.Event()
         box: _Waiter = []
         with self._lock:
-            self._waiters.setdefault(task_id, []).append((event, box))
+            if self._closed:
+                event.set()  # an empty box after the event: the engine stopped
+            else:
+                self._waiters.setdefault(task_id, []).append((event, box))
         return event, box
 
     def unsubscribe(self, task_id: str, event: threading.Event) -> None:

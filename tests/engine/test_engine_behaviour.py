@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,45 @@ def test_a_registration_applies_before_register_handler_returns(
         memory_engine.register_handler("switch", "tests.handlers.basic", method)
         result = memory_engine.wait(memory_engine.create("switch", "x"), timeout=30).result
         assert (result == "x") == (method == "echo")
+
+
+def test_stop_wakes_a_thread_waiting_without_timeout() -> None:
+    engine = taskengine.TaskEngine()
+    engine.start()
+    task_id = engine.create("never-handled", None, retain_for=None)
+    outcome: list[BaseException] = []
+    subscribed = threading.Event()
+
+    def waiter() -> None:
+        subscribed.set()
+        try:
+            engine.wait(task_id)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    subscribed.wait(5)
+    until(lambda: engine._publisher._waiters or outcome)  # the waiter is registered
+    engine.stop(timeout=5)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], taskengine.EngineStoppedError)
+
+
+def test_stop_from_inside_a_state_change_callback_does_not_deadlock() -> None:
+    engine = taskengine.TaskEngine()
+    stopped = threading.Event()
+
+    def stop_on_success(task: taskengine.BackgroundTask) -> None:
+        if task.status is taskengine.TaskStatus.SUCCESS:
+            engine.stop(timeout=5)
+            stopped.set()
+
+    engine.register_handler("echo", "tests.handlers.basic", "echo", stop_on_success)
+    engine.start()
+    engine.create("echo", 1)
+    assert stopped.wait(30)
+    with pytest.raises(taskengine.EngineStoppedError):
+        engine.create("echo", 2)
