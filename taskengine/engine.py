@@ -470,7 +470,9 @@ class TaskEngine:
     # -- changing -------------------------------------------------------------------------
 
     def _compare_and_set(
-        self, task_id: object, decide: Any
+        self,
+        task_id: object,
+        decide: Callable[[models.BackgroundTask, datetime], models.BackgroundTask],
     ) -> tuple[models.BackgroundTask, models.BackgroundTask] | None:
         """Read, decide, write with a fence; retry when another writer got there first."""
         for _ in range(_CAS_TRIES):
