@@ -41,6 +41,8 @@ class Planner:
         self._max_total = max_total_workers
         self._on_store_error = on_store_error
         self._rotation = 0
+        # Each type's next due time, as last read from the store (or "now" after a full claim).
+        self._due: dict[str, datetime | None] = {}
         #: The earliest due time among types with room (None: nothing due, or no room).
         self.due_hint: datetime | None = None
 
@@ -78,27 +80,35 @@ class Planner:
     def plan(self, now: datetime, *, refresh: bool) -> tuple[Plan, list[process.WorkerProcess]]:
         """This turn's claims, and the idle workers to stop to make room for due work.
 
-        ``refresh`` asks the store again for the due hint (something changed since).
+        ``refresh`` asks the store again for each type's due time (something changed since).
+        Only types with due work get slots: a type with nothing due must not hold back the
+        new workers another type could start.
         """
         if not self._pools:
+            self._due.clear()
             self.due_hint = None
             return [], []
         to_stop: list[process.WorkerProcess] = []
         if refresh:
-            with_room = [name for name, each in self._pools.items() if self.slots(each)]
-            self.due_hint = self.next_due(with_room)
+            self._due = {
+                name: self.next_due([name])
+                for name, each in self._pools.items()
+                if self.slots(each)
+            }
+            self._update_hint()
             if self.due_hint is None or self.due_hint > now:
                 to_stop = self._relieve_starvation(now)
         if self.due_hint is None or self.due_hint > now:
             return [], to_stop
-        types = list(self._pools)
-        self._rotation = (self._rotation + 1) % len(types)
-        rotated = types[self._rotation :] + types[: self._rotation]
+        due_now = [name for name, due in self._due.items() if due is not None and due <= now]
+        self._rotation = (self._rotation + 1) % max(1, len(due_now))
+        rotated = due_now[self._rotation :] + due_now[: self._rotation]
         plan: Plan = []
         live = self.total_live()  # grows with the workers this plan will start
         # Types with the fewest workers choose first, so a freed slot goes to a starved type.
         for task_type in sorted(rotated, key=lambda name: len(self._pools[name].workers)):
-            slots = self.slots(self._pools[task_type], live)
+            each = self._pools.get(task_type)
+            slots = [] if each is None else self.slots(each, live)
             live += slots.count(None)
             if slots:
                 plan.append((task_type, slots))
@@ -107,11 +117,24 @@ class Planner:
         return plan, to_stop
 
     def settle(self, plan: Plan, claimed: Sequence[Sized], now: datetime) -> bool:
-        """Account for what the claims of ``plan`` got; True when the hint must be refreshed."""
-        if any(len(tasks) == len(slots) for (_, slots), tasks in zip(plan, claimed, strict=True)):
-            self.due_hint = now  # a full claim: more may be due, claim again when room appears
-            return False
-        return bool(plan)
+        """Account for what the claims of ``plan`` got; True when due times must be refreshed.
+
+        A type whose claim filled every slot probably has more due work: it stays due.  A
+        type that got fewer tasks than slots has an unknown next due time.
+        """
+        refresh = False
+        for (task_type, slots), tasks in zip(plan, claimed, strict=True):
+            if len(tasks) == len(slots):
+                self._due[task_type] = now
+            else:
+                self._due.pop(task_type, None)
+                refresh = True
+        self._update_hint()
+        return refresh
+
+    def _update_hint(self) -> None:
+        times = [due for due in self._due.values() if due is not None]
+        self.due_hint = min(times) if times else None
 
     def _relieve_starvation(self, now: datetime) -> list[process.WorkerProcess]:
         """With every worker slot taken, make room for types that have due work.

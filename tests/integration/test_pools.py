@@ -280,3 +280,25 @@ def test_max_total_workers_caps_two_types_due_at_once() -> None:
     assert worker_pids() == set()
     assert sampler.peak == 1
     assert max_overlap(intervals) == 1
+
+
+def test_a_type_with_nothing_due_leaves_the_shared_slots_to_a_type_with_a_backlog() -> None:
+    """With max_total_workers=2, once type A has no more work, type B runs two at a time.
+
+    Regression: the planner used to reserve the free slot for A (the type with fewest workers)
+    although A had nothing due, so B stayed on one worker for the rest of its backlog.
+    """
+    engine = taskengine.TaskEngine(taskengine.MemoryStore(), max_total_workers=2)
+    engine.register_handler("A", PROBES, "interval", max_worker_count=2)
+    engine.register_handler("B", PROBES, "interval", max_worker_count=2)
+    engine.start()
+    try:
+        a_ids = engine.create_many("A", [{"seconds": 0.2}] * 2, retain_for=None)
+        b_ids = engine.create_many("B", [{"seconds": 0.3}] * 10, retain_for=None)
+        a_end = max(engine.wait(i, timeout=60).result[2] for i in a_ids)
+        b_runs = [engine.wait(i, timeout=60).result for i in b_ids]
+    finally:
+        engine.stop(timeout=10)
+    after_a = [(start, end) for _, start, end in b_runs if start > a_end + 0.1]
+    assert len(after_a) >= 4
+    assert max_overlap(after_a) == 2
