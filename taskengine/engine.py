@@ -422,6 +422,10 @@ class TaskEngine:
         try:
             task = self._visible(checked)
             if task is None:
+                # A task that just finished with retain_for=0 is deleted by the same commit that
+                # finishes it, and announced right after under the writer's lock: wait for any
+                # such announcement before concluding that the id is unknown.
+                self._writer.barrier()
                 cached = self._publisher.finished(checked)
                 if cached is not None:
                     return cached

@@ -54,6 +54,11 @@ class TaskWriter:
         self._publisher = publisher
         self._lock = threading.Lock()
 
+    def barrier(self) -> None:
+        """Return once every change stored so far has also been announced."""
+        with self._lock:
+            pass
+
     def apply(self, changes: Sequence[Change]) -> list[bool]:
         """Write ``changes`` in one transaction; announce each that applied."""
         if not changes:

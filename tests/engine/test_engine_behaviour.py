@@ -6,6 +6,7 @@ import os
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,29 @@ def test_stop_from_inside_a_state_change_callback_does_not_deadlock() -> None:
     assert stopped.wait(30)
     with pytest.raises(taskengine.EngineStoppedError):
         engine.create("echo", 2)
+
+
+def test_wait_never_reports_unknown_for_a_task_deleted_but_not_yet_announced(
+    memory_engine: taskengine.TaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retain_for=0: the commit that finishes a task deletes it, and the announcement (which
+    fills the finished-task cache) follows under the writer's lock.  A wait() that reads the
+    store in between must wait for the announcement instead of raising TaskNotFoundError.
+    """
+    publisher = memory_engine._publisher
+    original = publisher.publish
+    deleted = threading.Event()
+
+    def slow_publish(changes):  # type: ignore[no-untyped-def]
+        changes = list(changes)
+        if any(task.status.is_final for task, _ in changes):
+            deleted.set()  # the row is gone; widen the window before the announcement
+            time.sleep(0.3)
+        original(changes)
+
+    monkeypatch.setattr(publisher, "publish", slow_publish)
+    memory_engine.register_handler("echo", "tests.handlers.basic", "echo")
+    task_id = memory_engine.create("echo", "fast")  # retain_for=0 by default
+    assert deleted.wait(30)
+    assert memory_engine.get(task_id) is None
+    assert memory_engine.wait(task_id, timeout=30).result == "fast"
