@@ -174,12 +174,16 @@ class MemoryStore:
         heap = self._due.get(task_type)
         taken: list[tuple[int, str]] = []
         claimed: list[models.BackgroundTask] = []
+        seen: set[str] = set()
         try:
             while heap and len(claimed) < limit and heap[0][0] <= now_ms:
                 entry = heapq.heappop(heap)
                 task = self._is_due_entry(*entry)
-                if task is None:
+                # A task re-indexed with the same due time has two heap entries; claims are only
+                # stored after the loop, so skip the second one here.
+                if task is None or task.id in seen:
                     continue
+                seen.add(task.id)
                 taken.append(entry)
                 claimed.append(claim(task))
         except BaseException:

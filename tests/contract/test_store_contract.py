@@ -595,3 +595,14 @@ def test_dispatch_lock_is_exclusive_until_close(tmp_path: Path) -> None:
         first.close()
         second.acquire_dispatch_lock("node-b")
         second.close()
+
+
+def test_a_task_rescheduled_to_the_same_due_time_is_claimed_once(store: base.TaskStore) -> None:
+    task = new(run_at=at(0))
+    store.insert_many([task])
+    same = transitions.retry(task, at(0))  # pending stays due at the same instant
+    update = base.Update(task=same, expected_status=Status.PENDING, expected_attempts=0)
+    assert store.apply([update]) == [True]
+    claimed = store.claim_due("alpha", at(0), 5, claimer(at(0)))
+    assert [t.id for t in claimed] == [task.id]
+    assert claimed[0].attempts == 1
