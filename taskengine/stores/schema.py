@@ -128,8 +128,6 @@ UPDATE_FENCED: Final = (
 UPDATE_FENCED_NOTHING: Final = (
     "UPDATE tasks SET id = id WHERE id = ? AND status = ? AND attempts = ?"
 )
-#: Overwrite every column of one task, inside a transaction that already read it.
-UPDATE_BY_ID: Final = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE id = ?"  # noqa: S608 -- constants only
 #: Delete statements by fence: (status fenced, attempts fenced) -> SQL.
 DELETE: Final[dict[tuple[bool, bool], str]] = {
     (False, False): "DELETE FROM tasks WHERE id = ?",

@@ -409,7 +409,9 @@ class SqliteStore:
         """Apply fenced writes in one transaction; for each, whether it applied."""
         if not writes:
             return []
-        return self.apply_and_claim(writes, [], _EPOCH, _unused_claim)[0]
+        statements = [_write_statement(write) for write in writes]
+        with self._transaction() as conn:
+            return [conn.execute(sql, params).rowcount == 1 for sql, params in statements]
 
     def claim_due(
         self,
@@ -516,13 +518,6 @@ def _warn_if_writable_by_others(path: str, what: str) -> None:
             path,
             stat.S_IMODE(mode),
         )
-
-
-_EPOCH = clock.from_millis(0)
-
-
-def _unused_claim(task: models.BackgroundTask) -> models.BackgroundTask:
-    raise AssertionError("no claims were requested")  # pragma: no cover
 
 
 def _write_statement(write: base.Write) -> tuple[str, tuple[object, ...]]:
