@@ -25,6 +25,7 @@ from taskengine.errors import (
     WorkerInitError,
 )
 from taskengine.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
+from taskengine.scheduler import ScheduledTaskInfo, ScheduledTaskTime, TaskScheduler
 from taskengine.stores.memory import MemoryStore
 from taskengine.stores.sqlite import SqliteStore
 
@@ -41,6 +42,8 @@ __all__ = [
     "MemoryStore",
     "PostgresStore",
     "QueryResult",
+    "ScheduledTaskInfo",
+    "ScheduledTaskTime",
     "SchemaVersionError",
     "SortDirection",
     "SqliteStore",
@@ -50,6 +53,7 @@ __all__ = [
     "TaskEngineError",
     "TaskError",
     "TaskNotFoundError",
+    "TaskScheduler",
     "TaskStatus",
     "TaskTimeoutError",
     "TaskValidationError",

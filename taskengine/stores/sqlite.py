@@ -147,9 +147,16 @@ class SqliteStore:
                 writer.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
                 writer.execute("BEGIN IMMEDIATE")
                 try:
-                    if self._check_schema(writer) == 0:
-                        for statement in schema.DDL:
+                    version = self._check_schema(writer)
+                    if version == 0:
+                        for statement in (*schema.DDL, *schema.SCHEDULES_DDL):
                             writer.execute(statement)
+                        writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
+                    elif version < schema.SCHEMA_VERSION:
+                        # An older file: upgrade it step by step in this transaction.
+                        for step in range(version, schema.SCHEMA_VERSION):
+                            for statement in schema.UPGRADES[step]:
+                                writer.execute(statement)
                         writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
                     writer.execute("COMMIT")
                 finally:
