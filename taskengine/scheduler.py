@@ -110,6 +110,7 @@ class TaskScheduler:
         self._tokens = itertools.count(1)
         self._busy: dict[str, concurrent.futures.Future[None]] = {}
         self._observed = -1  # clock ms at the end of the timing thread's last pass
+        self._passes = 0  # passes of the timing thread (tests check it does not tick)
         self._state = _NEW
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -322,6 +323,7 @@ class TaskScheduler:
                     assert self._executor is not None
                     self._busy[task_id] = self._executor.submit(self._fire, schedule)
                 self._observed = now
+                self._passes += 1
                 self._cond.notify_all()
                 timeout = _MAX_SLEEP
                 if self._heap:
