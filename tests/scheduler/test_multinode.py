@@ -1,0 +1,99 @@
+"""Cluster safety on PostgreSQL with real processes: each slot fires on exactly one node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from taskengine.clock import from_millis
+
+from tests.conftest import until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.postgres
+
+
+def start_nodes(dsn: str, schema: str, output: Path, count: int, hang: int) -> list:
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.scheduler.pg_node", dsn, schema, str(output), str(hang)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for node in nodes:
+        assert node.stdout.readline().strip() == "ready"
+    return nodes
+
+
+def release(nodes: list, seconds: float) -> int:
+    """Tell every node the first slot (1 s from now, on a whole second) and the run length."""
+    first_ms = (int(time.time()) + 2) * 1000
+    for node in nodes:
+        node.stdin.write(f"{first_ms} {seconds}\n")
+        node.stdin.flush()
+    return first_ms
+
+
+def fired_slots(output: Path) -> list[str]:
+    return [line.split()[0] for line in output.read_text().splitlines()]
+
+
+def expected_slots(first_ms: int, count: int) -> list[str]:
+    first = from_millis(first_ms)
+    return [(first + timedelta(milliseconds=500 * k)).isoformat() for k in range(count)]
+
+
+def finish(nodes: list) -> None:
+    for node in nodes:
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+        node.stdin.close()
+        node.stdout.close()
+
+
+def test_three_nodes_fire_each_slot_exactly_once(pg_schema, tmp_path: Path):
+    dsn, schema = pg_schema
+    output = tmp_path / "fired.txt"
+    nodes = start_nodes(dsn, schema, output, 3, hang=-1)
+    try:
+        first_ms = release(nodes, 9.75)  # slots at 0, 0.5, ..., 9.5 s: 20 of them
+    finally:
+        finish(nodes)
+    assert [node.returncode for node in nodes] == [0, 0, 0]
+    slots = fired_slots(output)
+    assert sorted(slots) == expected_slots(first_ms, 20)  # each once: none missed or repeated
+    winners = {line.split()[1] for line in output.read_text().splitlines()}
+    assert len(winners) >= 1
+
+
+def test_a_node_killed_mid_callback_blocks_no_later_slot(pg_schema, tmp_path: Path):
+    dsn, schema = pg_schema
+    output = tmp_path / "fired.txt"
+    nodes = start_nodes(dsn, schema, output, 3, hang=2)
+    try:
+        first_ms = release(nodes, 4.75)  # slots at 0 ... 4.5 s: 10; the winner of #2 hangs
+        marker = Path(str(output) + ".hung")
+        pid = int(until(lambda: marker.exists() and marker.read_text(), timeout=30))
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        finish(nodes)
+    killed = [node for node in nodes if node.pid == pid]
+    assert killed and killed[0].returncode == -signal.SIGKILL
+    assert sorted(fired_slots(output)) == expected_slots(first_ms, 10)
+    later = [line for line in output.read_text().splitlines() if line.split()[0] > expected_slots(first_ms, 3)[2]]
+    assert later and all(line.split()[1] != str(pid) for line in later)
