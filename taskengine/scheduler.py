@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -327,8 +328,14 @@ class TaskScheduler:
                 self._cond.notify_all()
                 timeout = _MAX_SLEEP
                 if self._heap:
-                    timeout = min(timeout, (self._heap[0][0] - now) / 1000)
+                    timeout = min(timeout, (self._heap[0][0] - self._precise_ms(now)) / 1000)
                 self._cond.wait(timeout)
+
+    def _precise_ms(self, now_ms: int) -> float:
+        """Now in fractional ms (clocks truncate to whole ms: up to 1 ms of oversleep)."""
+        if isinstance(self._clock, clocks.SystemClock):
+            return time.time() * 1000
+        return float(now_ms)
 
     # -- firing (callback threads) --------------------------------------------------------
 

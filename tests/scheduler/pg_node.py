@@ -35,7 +35,9 @@ def main() -> None:
                 marker.write(str(os.getpid()))
             time.sleep(3600)  # killed here, mid-callback
 
-    scheduler.add_task("tick", ScheduledTaskTime(next_trigger_time=first, interval_seconds=0.5), tick)
+    scheduler.add_task(
+        "tick", ScheduledTaskTime(next_trigger_time=first, interval_seconds=0.5), tick
+    )
     end = first.timestamp() + float(seconds)
     while time.time() < end:
         time.sleep(0.05)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from taskengine.clock import from_millis
-
 from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +92,13 @@ def test_a_node_killed_mid_callback_blocks_no_later_slot(pg_schema, tmp_path: Pa
     finally:
         finish(nodes)
     killed = [node for node in nodes if node.pid == pid]
-    assert killed and killed[0].returncode == -signal.SIGKILL
+    assert killed
+    assert killed[0].returncode == -signal.SIGKILL
     assert sorted(fired_slots(output)) == expected_slots(first_ms, 10)
-    later = [line for line in output.read_text().splitlines() if line.split()[0] > expected_slots(first_ms, 3)[2]]
-    assert later and all(line.split()[1] != str(pid) for line in later)
+    later = [
+        line
+        for line in output.read_text().splitlines()
+        if line.split()[0] > expected_slots(first_ms, 3)[2]
+    ]
+    assert later
+    assert all(line.split()[1] != str(pid) for line in later)

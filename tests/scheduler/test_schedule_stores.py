@@ -209,11 +209,13 @@ def test_two_schedulers_on_one_store_fire_each_slot_once():
 
 def test_store_selection(tmp_path: Path):
     memory, owned = for_target(None)
-    assert isinstance(memory, MemoryScheduleStore) and owned
+    assert isinstance(memory, MemoryScheduleStore)
+    assert owned
     assert isinstance(for_target(MemoryStore())[0], MemoryScheduleStore)
     sqlite_store = SqliteStore(tmp_path / "x.db")
     chosen, owned = for_target(sqlite_store)
-    assert isinstance(chosen, SqliteScheduleStore) and owned
+    assert isinstance(chosen, SqliteScheduleStore)
+    assert owned
     assert chosen._path == sqlite_store.path
     given = MemoryScheduleStore()
     assert for_target(given) == (given, False)
@@ -238,8 +240,10 @@ def test_a_shared_store_with_dsn_and_schema_selects_postgres():
         schema = "tenant_a"
 
     chosen, owned = for_target(FakeShared())
-    assert isinstance(chosen, PgScheduleStore) and owned
-    assert chosen.schema == "tenant_a" and chosen._dsn == FakeShared.dsn
+    assert isinstance(chosen, PgScheduleStore)
+    assert owned
+    assert chosen.schema == "tenant_a"
+    assert chosen._dsn == FakeShared.dsn
 
     class DurableUnknown(MemoryStore):
         @property

@@ -167,7 +167,8 @@ def test_a_raising_callback_is_logged_and_the_schedule_goes_on(scheduler, clock,
     assert len(calls) == 2
     errors = [r for r in caplog.records if "boom" in r.getMessage()]
     assert len(errors) == 2
-    assert errors[0].exc_info is not None and "kaput" in str(errors[0].exc_info[1])
+    assert errors[0].exc_info is not None
+    assert "kaput" in str(errors[0].exc_info[1])
 
 
 def test_async_callbacks_run_on_their_own_loop(scheduler, clock):

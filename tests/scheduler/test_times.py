@@ -32,7 +32,7 @@ from .conftest import START
         ({"cron": "* * * * *", "interval_seconds": 5}, "cron"),
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "tz"),
         ({"tz": "Europe/Paris"}, "tz"),
-        ({"next_trigger_time": datetime(2026, 1, 1)}, "next_trigger_time"),  # naive  # noqa: DTZ001
+        ({"next_trigger_time": datetime(2026, 1, 1)}, "next_trigger_time"),  # naive
         ({"next_trigger_time": "2026-01-01"}, "next_trigger_time"),
     ],
 )
@@ -46,7 +46,9 @@ def test_valid_forms_and_their_properties():
     once = ScheduledTaskTime()
     assert not once.is_repeating
     assert once.interval_ms == 0
-    mixed = ScheduledTaskTime(interval_days=1, interval_hours=2, interval_minutes=3, interval_seconds=4.5)
+    mixed = ScheduledTaskTime(
+        interval_days=1, interval_hours=2, interval_minutes=3, interval_seconds=4.5
+    )
     assert mixed.interval_ms == ((24 + 2) * 60 + 3) * 60_000 + 4500
     assert mixed.is_repeating
     assert ScheduledTaskTime(cron="*/5 * * * *").is_repeating
@@ -71,7 +73,9 @@ def test_first_slots_follow_the_spec():
         minutes=5
     )
     at = START + timedelta(hours=3)
-    assert times_.first_slot(ScheduledTaskTime(next_trigger_time=at, interval_seconds=1), START) == at
+    assert (
+        times_.first_slot(ScheduledTaskTime(next_trigger_time=at, interval_seconds=1), START) == at
+    )
     # Cron: the first match strictly after now.
     assert times_.first_slot(ScheduledTaskTime(cron="*/15 * * * *"), START) == START + timedelta(
         minutes=15
@@ -127,7 +131,9 @@ def test_fingerprint_depends_on_the_slots_not_the_spelling():
     a = times_.fingerprint((ScheduledTaskTime(interval_minutes=1),))
     assert a == times_.fingerprint((ScheduledTaskTime(interval_seconds=60),))
     assert a != times_.fingerprint((ScheduledTaskTime(interval_seconds=61),))
-    assert a != times_.fingerprint((ScheduledTaskTime(interval_minutes=1, next_trigger_time=START),))
+    assert a != times_.fingerprint(
+        (ScheduledTaskTime(interval_minutes=1, next_trigger_time=START),)
+    )
 
 
 def test_scheduled_task_info_defaults_are_independent():
@@ -150,4 +156,5 @@ def test_interval_advance_properties(every_ms, late_ms, offset_ms):
     assert nxt is not None
     assert now < nxt <= now + timedelta(milliseconds=time.interval_ms)
     steps, rest = divmod((nxt - slot) // timedelta(milliseconds=1), time.interval_ms)
-    assert rest == 0 and steps >= 1
+    assert rest == 0
+    assert steps >= 1

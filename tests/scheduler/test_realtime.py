@@ -1,0 +1,76 @@
+"""A few checks on the real clock (generous bounds) and the engine helper with a real engine."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskengine import (
+    ScheduledTaskTime,
+    TaskEngine,
+    TaskScheduler,
+    TaskStatus,
+    TaskValidationError,
+)
+from tests.conftest import until, worker_pids
+
+
+def test_real_time_slots_are_exact_and_fire_soon_after_they_are_due():
+    fired: list[tuple[datetime, datetime]] = []
+    done = threading.Event()
+
+    def record(slot):
+        fired.append((slot, datetime.now(UTC)))
+        if len(fired) == 5:
+            done.set()
+
+    with TaskScheduler() as scheduler:
+        scheduler.add_task("rt", ScheduledTaskTime(interval_seconds=0.2), record)
+        assert done.wait(30)
+    slots = [slot for slot, _ in fired[:5]]
+    assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(seconds=0.2)] * 4
+    for slot, when in fired[:5]:
+        # Never early; late by far less than a second even on a loaded machine.  The
+        # precision itself (p50/p99) is measured in benchmarks/scheduler_precision.py.
+        assert timedelta(0) <= when - slot < timedelta(seconds=2)
+
+
+def test_scheduled_engine_tasks_run_in_the_worker_pools():
+    with TaskEngine() as engine, TaskScheduler(engine) as scheduler:
+        engine.register_handler("report", "tests.handlers.basic", "pid")
+        callback = TaskScheduler.create_task_callback(
+            engine, "report", {"kind": "daily"}, retain_for=None
+        )
+        scheduler.add_task("report", ScheduledTaskTime(interval_seconds=0.2), callback)
+
+        def finished():
+            page = engine.query(task_type="report", status=TaskStatus.SUCCESS)
+            return page.entities if len(page.entities) >= 3 else None
+
+        tasks = until(finished, timeout=60)
+        scheduler.remove_task("report")
+    assert all(task.result != os.getpid() and isinstance(task.result, int) for task in tasks)
+    assert all(task.retain_for is None for task in tasks)
+    until(lambda: not worker_pids(), timeout=10)
+
+
+def test_create_task_callback_checks_its_arguments():
+    engine = TaskEngine()
+    try:
+        with pytest.raises(TaskValidationError, match="engine"):
+            TaskScheduler.create_task_callback(object(), "report")
+        with pytest.raises(TaskValidationError, match="task_type"):
+            TaskScheduler.create_task_callback(engine, "")
+        with pytest.raises(TaskValidationError, match="options"):
+            TaskScheduler.create_task_callback(engine, "report", None, retries=3)
+        callback = TaskScheduler.create_task_callback(engine, "report", [1], retry_count=0)
+        task = engine.get(callback())
+        assert task is not None
+        assert task.type == "report"
+        assert task.status == TaskStatus.PENDING
+    finally:
+        engine.stop()
