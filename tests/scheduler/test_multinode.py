@@ -102,3 +102,50 @@ def test_a_node_killed_mid_callback_blocks_no_later_slot(pg_schema, tmp_path: Pa
     ]
     assert later
     assert all(line.split()[1] != str(pid) for line in later)
+
+
+class AheadClock:
+    """The wall clock of a node whose time runs five minutes ahead."""
+
+    def now(self):
+        from datetime import UTC, datetime
+
+        from taskengine.clock import truncate_to_millis
+
+        return truncate_to_millis(datetime.now(UTC) + timedelta(minutes=5))
+
+    def add_listener(self, listener):
+        pass
+
+    def remove_listener(self, listener):
+        pass
+
+
+def test_a_node_whose_clock_runs_ahead_fires_on_database_time(pg_schema):
+    """Due-ness is decided by the database's clock: a fast node waits instead of firing early."""
+    import threading
+    from datetime import UTC, datetime
+
+    from taskengine import ScheduledTaskTime, TaskScheduler
+    from taskengine.stores.pg_schedules import PgScheduleStore
+
+    dsn, schema = pg_schema
+    store = PgScheduleStore(dsn, schema)
+    first = store.now() + timedelta(seconds=1)
+    fired = []
+    done = threading.Event()
+
+    def tick(slot):
+        fired.append((slot, datetime.now(UTC)))
+        if len(fired) == 4:
+            done.set()
+
+    with TaskScheduler(store, clock=AheadClock()) as scheduler:
+        scheduler.add_task(
+            "skew", ScheduledTaskTime(next_trigger_time=first, interval_seconds=0.5), tick
+        )
+        assert done.wait(30)
+    store.close()
+    assert [slot for slot, _ in fired[:4]] == [first + timedelta(seconds=0.5 * k) for k in range(4)]
+    # The database runs on this host's clock: never early by more than its rounding.
+    assert all(when - slot > timedelta(milliseconds=-2) for slot, when in fired[:4])
