@@ -113,6 +113,7 @@ class TaskScheduler:
         self._observed = -1  # clock ms at the end of the timing thread's last pass
         self._passes = 0  # passes of the timing thread (tests check it does not tick)
         self._state = _NEW
+        self._local = threading.local()  # .task_id: the schedule a callback thread is firing
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._clock.add_listener(self._wake)
@@ -158,10 +159,15 @@ class TaskScheduler:
                 if future.cancel():  # handed over but not started: it never runs
                     del self._busy[task_id]
         self._clock.remove_listener(self._wake)
+        deadline = time.monotonic() + seconds
         if self._thread is not None:
             self._thread.join(seconds)
+        # A callback that calls stop() must not wait for itself.
+        own = getattr(self._local, "task_id", None)
         with self._cond:
-            self._cond.wait_for(lambda: not self._busy, seconds)
+            self._cond.wait_for(
+                lambda: not set(self._busy) - {own}, max(0.0, deadline - time.monotonic())
+            )
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         if self._owns_store:
@@ -356,7 +362,11 @@ class TaskScheduler:
                 with self._cond:
                     if self._schedules.get(schedule.task_id) is schedule:
                         schedule.record = record
-                schedule.invoker(slot)
+                self._local.task_id = schedule.task_id
+                try:
+                    schedule.invoker(slot)
+                finally:
+                    self._local.task_id = None
         except BaseException:  # a callback's failure is logged; the schedule goes on
             log.exception(
                 "scheduled callback %r raised",

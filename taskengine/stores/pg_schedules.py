@@ -45,7 +45,8 @@ _DDL: Final[tuple[LiteralString, ...]] = (
     )
     """,
 )
-_NOW: Final = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# Floor, not round: the store's "now" is never ahead of the server's clock.
+_NOW: Final = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _SELECT: Final = "SELECT id, times_key, slots FROM {schema}.schedules WHERE id = %s"
 _INSERT: Final = (
     "INSERT INTO {schema}.schedules (id, times_key, slots, next_trigger) VALUES (%s, %s, %s, %s)"
@@ -102,7 +103,9 @@ class PgScheduleStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
-        if not self._ready:
+        if self._ready:
+            return conn
+        try:
             with conn.transaction():
                 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalogue:
                 # nodes starting together take turns on a lock named after the schema.
@@ -111,7 +114,10 @@ class PgScheduleStore:
                 )
                 for statement in _DDL:
                     conn.execute(self._sql(statement))
-            self._ready = True
+        except BaseException:
+            conn.close()
+            raise
+        self._ready = True
         return conn
 
     @contextlib.contextmanager

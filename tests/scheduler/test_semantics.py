@@ -354,3 +354,17 @@ def test_a_fake_clock_wakes_a_thread_that_sleeps_for_hours():
         assert fired.wait(15)
     finally:
         sched.stop()
+
+
+def test_stop_from_inside_a_callback_does_not_wait_for_itself(clock):
+    sched = TaskScheduler(clock=clock).start()
+    stopped = threading.Event()
+
+    def stop_me():
+        sched.stop(timeout=30)
+        stopped.set()
+
+    sched.add_task("stopper", ScheduledTaskTime(), stop_me)
+    assert stopped.wait(10)  # far below the 30 s a self-wait would take
+    with pytest.raises(EngineStoppedError):
+        sched.add_task("late", ScheduledTaskTime(), lambda: None)
