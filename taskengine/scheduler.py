@@ -251,12 +251,23 @@ class TaskScheduler:
         return removed or stored
 
     def tasks_info(self) -> ScheduledTaskInfo:
-        """A copy of every schedule's times and next due time."""
+        """A copy of every schedule's times, each showing its pending slot.
+
+        As in TWIN, each returned ``ScheduledTaskTime`` has ``next_trigger_time`` set to that
+        time's next due time (None once a one-shot has fired); the other fields are as added.
+        """
         with self._cond:
-            return ScheduledTaskInfo(
-                tasks={i: list(s.times) for i, s in self._schedules.items()},
-                next_triggers={i: s.record.next_trigger for i, s in self._schedules.items()},
-            )
+            current = [(i, s.times, s.record) for i, s in self._schedules.items()]
+        return ScheduledTaskInfo(
+            tasks={
+                i: [
+                    attrs.evolve(time, next_trigger_time=slot)
+                    for time, slot in zip(times, record.slots, strict=True)
+                ]
+                for i, times, record in current
+            },
+            next_triggers={i: record.next_trigger for i, _, record in current},
+        )
 
     def wait_idle(self, timeout: float | None = 30.0) -> None:
         """Block until every slot due at the clock's current time has fired and returned.

@@ -6,6 +6,7 @@ import logging
 import threading
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from taskengine import (
@@ -75,7 +76,8 @@ def test_one_shot_fires_once_now_or_at_its_time(scheduler, clock):
     assert fired == [START, at]
     info = scheduler.tasks_info()
     assert info.next_triggers == {"now": None, "later": None}
-    assert set(info.tasks) == {"now", "later"}  # listed until removed
+    # Listed until removed (as in TWIN), with no pending slot.
+    assert info.tasks == {"now": [ScheduledTaskTime()], "later": [ScheduledTaskTime()]}
 
 
 def test_explicit_first_time_then_interval(scheduler, clock):
@@ -237,7 +239,9 @@ def test_adding_an_existing_id_replaces_it(scheduler, clock):
         scheduler.wait_idle()
     assert old == []
     assert new == [START + timedelta(seconds=3)]
-    assert scheduler.tasks_info().tasks == {"x": [ScheduledTaskTime(interval_seconds=3)]}
+    assert scheduler.tasks_info().tasks == {
+        "x": [ScheduledTaskTime(next_trigger_time=START + timedelta(seconds=6), interval_seconds=3)]
+    }
 
 
 def test_tasks_info_returns_copies(scheduler):
@@ -248,7 +252,10 @@ def test_tasks_info_returns_copies(scheduler):
     info.tasks["b"] = []
     info.next_triggers.clear()
     again = scheduler.tasks_info()
-    assert again.tasks == {"a": [time]}
+    # Each time shows its pending slot, as TWIN's tasksInfo does; otherwise as added.
+    assert again.tasks == {
+        "a": [attrs.evolve(time, next_trigger_time=START + timedelta(minutes=1))]
+    }
     assert again.next_triggers == {"a": START + timedelta(minutes=1)}
     assert again is not info
 
