@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,14 @@ from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.postgres
 
-
-def start_nodes(dsn: str, schema: str, output: Path, count: int, hang: int) -> list:
+def start_nodes(
+    dsn: str, schema: str, output: Path, count: int, hang: int, interval: float = 0.5
+) -> list:
+    command = [sys.executable, "-m", "tests.scheduler.node", dsn, schema, str(output)]
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.scheduler.pg_node", dsn, schema, str(output), str(hang)],
+            [*command, str(hang), str(interval)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -36,9 +37,10 @@ def start_nodes(dsn: str, schema: str, output: Path, count: int, hang: int) -> l
     return nodes
 
 
-def release(nodes: list, seconds: float) -> int:
-    """Tell every node the first slot (1 s from now, on a whole second) and the run length."""
-    first_ms = (int(time.time()) + 2) * 1000
+def release(nodes: list, seconds: float, first_ms: int | None = None) -> int:
+    """Tell every node the first slot (1-2 s from now, on a whole second) and the run length."""
+    if first_ms is None:
+        first_ms = (int(time.time()) + 2) * 1000
     for node in nodes:
         node.stdin.write(f"{first_ms} {seconds}\n")
         node.stdin.flush()
@@ -49,9 +51,9 @@ def fired_slots(output: Path) -> list[str]:
     return [line.split()[0] for line in output.read_text().splitlines()]
 
 
-def expected_slots(first_ms: int, count: int) -> list[str]:
+def expected_slots(first_ms: int, count: int, every_ms: int = 500) -> list[str]:
     first = from_millis(first_ms)
-    return [(first + timedelta(milliseconds=500 * k)).isoformat() for k in range(count)]
+    return [(first + timedelta(milliseconds=every_ms * k)).isoformat() for k in range(count)]
 
 
 def finish(nodes: list) -> None:
@@ -65,6 +67,7 @@ def finish(nodes: list) -> None:
         node.stdout.close()
 
 
+@pytest.mark.postgres
 def test_three_nodes_fire_each_slot_exactly_once(pg_schema, tmp_path: Path):
     dsn, schema = pg_schema
     output = tmp_path / "fired.txt"
@@ -80,6 +83,7 @@ def test_three_nodes_fire_each_slot_exactly_once(pg_schema, tmp_path: Path):
     assert len(winners) >= 1
 
 
+@pytest.mark.postgres
 def test_a_node_killed_mid_callback_blocks_no_later_slot(pg_schema, tmp_path: Path):
     dsn, schema = pg_schema
     output = tmp_path / "fired.txt"
@@ -121,6 +125,7 @@ class AheadClock:
         pass
 
 
+@pytest.mark.postgres
 def test_a_node_whose_clock_runs_ahead_fires_on_database_time(pg_schema):
     """Due-ness is decided by the database's clock: a fast node waits instead of firing early."""
     import threading
@@ -149,3 +154,37 @@ def test_a_node_whose_clock_runs_ahead_fires_on_database_time(pg_schema):
     assert [slot for slot, _ in fired[:4]] == [first + timedelta(seconds=0.5 * k) for k in range(4)]
     # The database runs on this host's clock: never early by more than its rounding.
     assert all(when - slot > timedelta(milliseconds=-2) for slot, when in fired[:4])
+
+
+def test_sqlite_restart_after_sigkill_neither_skips_nor_repeats_a_slot(tmp_path: Path):
+    """Killed in the callback of slot #3, restarted: slots go on from #4, none twice."""
+    path, output = tmp_path / "tasks.db", tmp_path / "fired.txt"
+    (first,) = start_nodes(str(path), "-", output, 1, hang=3, interval=0.2)
+    try:
+        first_ms = release([first], 60)
+        marker = Path(str(output) + ".hung")
+        until(lambda: marker.exists() and marker.read_text(), timeout=30)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        finish([first])
+    assert first.returncode == -signal.SIGKILL
+    (second,) = start_nodes(str(path), "-", output, 1, hang=-1, interval=0.2)
+    try:
+        release([second], time.time() - first_ms / 1000 + 1.5, first_ms)
+    finally:
+        finish([second])
+    assert second.returncode == 0
+    lines = output.read_text().splitlines()
+    slots = [line.split()[0] for line in lines]
+    assert slots == sorted(set(slots))  # none twice
+    by_first = [line.split()[0] for line in lines if line.split()[1] == str(first.pid)]
+    assert by_first == expected_slots(first_ms, 4, every_ms=200)  # #0..#3, killed in #3
+    by_second = [line.split()[0] for line in lines if line.split()[1] == str(second.pid)]
+    # The restarted process fires the first slot not consumed (#4), once for all the slots
+    # missed while no process ran, then every slot on the original phase.
+    assert by_second[0] == expected_slots(first_ms, 5, every_ms=200)[4]
+    assert len(by_second) >= 3
+    # Later slots keep the original phase (previous + interval: no drift).
+    for slot in by_second:
+        steps = (datetime.fromisoformat(slot) - from_millis(first_ms)) / timedelta(milliseconds=200)
+        assert steps == int(steps)

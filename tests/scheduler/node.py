@@ -1,6 +1,7 @@
-"""One scheduler node for the multi-node tests (run as ``python -m tests.scheduler.pg_node``).
+"""One scheduler process for the multi-node and restart tests (``python -m tests.scheduler.node``).
 
-Arguments: dsn, schema, output file, hang slot index (-1: none).  It prints ``ready`` once its
+Arguments: a PostgreSQL dsn and schema, or a SQLite path and ``-``; the output file; the hang
+slot index (-1: none); the interval in seconds (0.5 by default).  It prints ``ready`` once its
 scheduler is open, reads the first slot (Unix ms) and the run length (s) from stdin, schedules
 ``tick`` every 0.5 s from that slot, and appends ``<slot-iso> <pid>`` to the output file with
 O_APPEND for each firing it wins.  The node that wins the hang slot writes its pid to
@@ -12,31 +13,33 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from taskengine import ScheduledTaskTime, TaskScheduler
+from taskengine import ScheduledTaskTime, SqliteStore, TaskScheduler
 from taskengine.clock import from_millis
 from taskengine.stores.pg_schedules import PgScheduleStore
 
 
 def main() -> None:
-    dsn, schema, output, hang = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    scheduler = TaskScheduler(PgScheduleStore(dsn, schema)).start()
+    target, schema, output, hang = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    interval = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
+    store = PgScheduleStore(target, schema) if schema != "-" else SqliteStore(target)
+    scheduler = TaskScheduler(store).start()
     print("ready", flush=True)
     first_ms, seconds = sys.stdin.readline().split()
     first = from_millis(int(first_ms))
-    hang_slot = None if hang < 0 else first.timestamp() + hang * 0.5
+    hang_slot = None if hang < 0 else first + timedelta(seconds=hang * interval)
     fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def tick(slot: datetime) -> None:
         os.write(fd, f"{slot.isoformat()} {os.getpid()}\n".encode())
-        if hang_slot is not None and slot.timestamp() == hang_slot:
+        if slot == hang_slot:
             with open(output + ".hung", "w") as marker:
                 marker.write(str(os.getpid()))
             time.sleep(3600)  # killed here, mid-callback
 
     scheduler.add_task(
-        "tick", ScheduledTaskTime(next_trigger_time=first, interval_seconds=0.5), tick
+        "tick", ScheduledTaskTime(next_trigger_time=first, interval_seconds=interval), tick
     )
     end = first.timestamp() + float(seconds)
     while time.time() < end:
