@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,10 @@ def test_real_time_slots_are_exact_and_fire_soon_after_they_are_due():
         scheduler.add_task("rt", ScheduledTaskTime(interval_seconds=0.2), record)
         assert done.wait(30)
     slots = [slot for slot, _ in fired[:5]]
-    assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(seconds=0.2)] * 4
+    # On the phase of the first slot, never twice (a stall of the machine may collapse a slot;
+    # that every slot fires is shown on the fake clock).
+    assert slots == sorted(set(slots))
+    assert all((slot - slots[0]) % timedelta(seconds=0.2) == timedelta(0) for slot in slots)
     for slot, when in fired[:5]:
         # Never early; late by far less than a second even on a loaded machine.  The
         # precision itself (p50/p99) is measured in benchmarks/scheduler_precision.py.
