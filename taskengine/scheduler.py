@@ -315,6 +315,11 @@ class TaskScheduler:
         schedule.token = next(self._tokens)
         if due is not None:
             heapq.heappush(self._heap, (clocks.to_millis(due), schedule.token, schedule.task_id))
+        if len(self._heap) > 2 * len(self._schedules) + 64:
+            # Replaced or removed schedules leave stale entries until their due time, which may
+            # be far away: drop them before they pile up.
+            self._heap = [entry for entry in self._heap if self._live(entry[1], entry[2])]
+            heapq.heapify(self._heap)
 
     def _live(self, token: int, task_id: str) -> _Schedule | None:
         schedule = self._schedules.get(task_id)

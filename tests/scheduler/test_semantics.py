@@ -375,3 +375,10 @@ def test_stop_from_inside_a_callback_does_not_wait_for_itself(clock):
     assert stopped.wait(10)  # far below the 30 s a self-wait would take
     with pytest.raises(EngineStoppedError):
         sched.add_task("late", ScheduledTaskTime(), lambda: None)
+
+
+def test_replacing_a_far_schedule_many_times_does_not_grow_the_heap(scheduler, clock):
+    for n in range(1000):
+        scheduler.add_task("far", ScheduledTaskTime(interval_days=300 + n), lambda: None)
+    assert len(scheduler._heap) <= 2 * 1 + 64 + 1
+    assert scheduler.tasks_info().next_triggers == {"far": START + timedelta(days=1299)}
