@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from taskengine import clock as clocks
-from taskengine import errors, scheduler_callbacks, validation
+from taskengine import errors, scheduler_callbacks, scheduler_claim, validation
 from taskengine import scheduler_times as times_
 from taskengine.scheduler_times import ScheduledTaskInfo, ScheduledTaskTime
 from taskengine.stores import schedules
@@ -54,24 +54,6 @@ class _Schedule:
     invoker: scheduler_callbacks.Invoker
     record: schedules.ScheduleRecord
     token: int = 0
-
-
-def _check_times(times: object) -> tuple[ScheduledTaskTime, ...]:
-    if isinstance(times, ScheduledTaskTime):
-        return (times,)
-    if isinstance(times, str | bytes) or not isinstance(times, Iterable):
-        raise errors.TaskValidationError(
-            "times", times, "expected a ScheduledTaskTime or a list of them"
-        )
-    items = tuple(times)
-    if not items:
-        raise errors.TaskValidationError("times", times, "must not be empty")
-    for item in items:
-        if not isinstance(item, ScheduledTaskTime):
-            raise errors.TaskValidationError(
-                "times", times, f"expected ScheduledTaskTime items, got {type(item).__name__}"
-            )
-    return items
 
 
 class TaskScheduler:
@@ -211,7 +193,7 @@ class TaskScheduler:
             StoreError: the schedule store failed.
         """
         schedule_id = validation.check_identifier_text("task_id", task_id)
-        entries = _check_times(times)
+        entries = times_.check_times(times)
         invoker = scheduler_callbacks.make_invoker(callback)
         self._check_not_stopped()
         key = times_.fingerprint(entries)
@@ -367,7 +349,9 @@ class TaskScheduler:
         record = schedule.record
         try:
             if self._state == _STARTED:
-                won, record, retry_at = self._claim(schedule)
+                won, record, retry_at = scheduler_claim.claim_slot(
+                    self._store, self._clock, schedule.times, record
+                )
         except Exception:
             log.exception("scheduler: cannot claim the slot of %r", schedule.task_id)
             retry_at = self._clock.now() + timedelta(seconds=_STORE_RETRY)
@@ -400,31 +384,3 @@ class TaskScheduler:
                 elif live is not None:
                     self._push(live, live.record.next_trigger)  # a replacement waited for us
                 self._cond.notify_all()
-
-    def _claim(self, schedule: _Schedule) -> tuple[bool, schedules.ScheduleRecord, datetime | None]:
-        """Consume the due slot in the store: (won, the record now, when to look again)."""
-        record = schedule.record
-        due = record.next_trigger
-        local_now = self._clock.now()
-        store_now = self._store.now()
-        now = store_now or local_now
-        if due is None:
-            return False, record, None
-        if due > now:
-            # Not due by the store's clock (this node's clock is ahead): look again then.
-            return False, record, local_now + (due - now)
-        new = attrs.evolve(record, slots=times_.advance(schedule.times, record.slots, now))
-        if self._store.compare_and_set(record, new):
-            return True, new, None
-        stored = self._store.get(schedule.task_id)
-        if stored is None:
-            # Removed through another scheduler while this one still has it: store it again.
-            return False, self._store.insert_or_get(new), None
-        if stored.times_key != record.times_key or len(stored.slots) != len(schedule.times):
-            log.warning(
-                "schedule %r is stored with other times (another node added it differently); "
-                "this scheduler does not fire it while they differ",
-                schedule.task_id,
-            )
-            return False, new, None
-        return False, stored, None  # another scheduler fired this slot

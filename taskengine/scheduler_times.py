@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import zoneinfo
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -37,6 +38,7 @@ __all__ = [
     "ScheduledTaskInfo",
     "ScheduledTaskTime",
     "advance",
+    "check_times",
     "fingerprint",
     "first_slot",
     "initial_slots",
@@ -174,6 +176,29 @@ class ScheduledTaskInfo:
 
     tasks: dict[str, list[ScheduledTaskTime]] = attrs.field(factory=dict)
     next_triggers: dict[str, datetime | None] = attrs.field(factory=dict)
+
+
+def check_times(times: object) -> tuple[ScheduledTaskTime, ...]:
+    """One ``ScheduledTaskTime`` or a non-empty iterable of them, as a tuple.
+
+    Raises:
+        TaskValidationError: anything else.
+    """
+    if isinstance(times, ScheduledTaskTime):
+        return (times,)
+    if isinstance(times, str | bytes) or not isinstance(times, Iterable):
+        raise errors.TaskValidationError(
+            "times", times, "expected a ScheduledTaskTime or a list of them"
+        )
+    items = tuple(times)
+    if not items:
+        raise errors.TaskValidationError("times", times, "must not be empty")
+    for item in items:
+        if not isinstance(item, ScheduledTaskTime):
+            raise errors.TaskValidationError(
+                "times", times, f"expected ScheduledTaskTime items, got {type(item).__name__}"
+            )
+    return items
 
 
 def fingerprint(times: tuple[ScheduledTaskTime, ...]) -> str:
