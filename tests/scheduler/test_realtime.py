@@ -76,3 +76,25 @@ def test_create_task_callback_checks_its_arguments():
         assert task.status == TaskStatus.PENDING
     finally:
         engine.stop()
+
+
+def test_schedules_and_tasks_share_one_sqlite_file(tmp_path):
+    """The schedule store writes the same file as the engine's writer, on its own connection."""
+    import sqlite3
+
+    from taskengine import SqliteStore
+
+    path = tmp_path / "tasks.db"
+    with TaskEngine(SqliteStore(path)) as engine, TaskScheduler(engine) as scheduler:
+        engine.register_handler("report", "tests.handlers.basic", "echo")
+        callback = TaskScheduler.create_task_callback(engine, "report", "hi", retain_for=None)
+        scheduler.add_task("report", ScheduledTaskTime(interval_seconds=0.1), callback)
+        until(
+            lambda: len(engine.query(task_type="report", status=TaskStatus.SUCCESS).entities) >= 5,
+            timeout=60,
+        )
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM schedules WHERE id = 'report'").fetchone()
+    conn.close()
+    assert count == 1
+    until(lambda: not worker_pids(), timeout=10)
