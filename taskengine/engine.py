@@ -125,6 +125,7 @@ class TaskEngine:
         max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
         assert max_bytes is not None
         self._max_payload = max_bytes
+        self._execution = execution
         if not isinstance(execution, str) or execution not in EXECUTION_MODES:
             raise errors.TaskValidationError(
                 "execution", execution, "expected 'processes' or 'inline'"
@@ -165,6 +166,11 @@ class TaskEngine:
     def node_identity(self) -> str:
         """This engine's node name."""
         return self._node
+
+    @property
+    def execution(self) -> str:
+        """How handlers run: ``"processes"`` or ``"inline"``."""
+        return self._execution
 
     @property
     def store(self) -> base.TaskStore:
