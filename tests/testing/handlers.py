@@ -1,0 +1,76 @@
+"""Handlers of the taskengine.testing tests: the same module runs inline and in workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import taskengine
+from taskengine import inline, testing
+
+#: The fake clock an inline "slow" handler advances instead of sleeping (set by the test).
+CLOCK: list[testing.FakeClock] = []
+
+
+def echo(payload: Any) -> Any:
+    return payload
+
+
+def fail(payload: Any) -> None:
+    raise ValueError(f"planned failure: {payload!r}")
+
+
+def crash(payload: Any) -> None:
+    testing.crash_worker()
+
+
+def slow(payload: dict[str, float]) -> str:
+    """Run ``seconds`` long: really in a worker, on the fake clock inline."""
+    if inline.is_inline():
+        CLOCK[0].advance(payload["seconds"])
+    else:
+        time.sleep(payload["seconds"])
+    return "finished"
+
+
+def progress(payload: Any) -> int:
+    task = taskengine.current_task()
+    task.report_progress(0.5, "half way")
+    return task.attempt
+
+
+async def async_double(payload: int) -> int:
+    await asyncio.sleep(0)
+    return payload * 2
+
+
+def behave(payload: dict[str, Any]) -> Any:
+    """Do what the payload says: ``{"do": "ok" | "fail" | "crash", "value": ...}``."""
+    what = payload["do"]
+    if what == "fail":
+        raise ValueError(f"asked to fail ({payload.get('value')!r})")
+    if what == "crash":
+        testing.crash_worker()
+    return payload.get("value")
+
+
+def init_raise() -> None:
+    raise RuntimeError("initialise refused")
+
+
+def _mark(name: str) -> None:
+    directory = os.environ.get("TASKENGINE_TESTING_MARKERS")
+    if directory:
+        with (Path(directory) / name).open("a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def init_mark() -> None:
+    _mark("init")
+
+
+def shutdown_mark() -> None:
+    _mark("shutdown")
