@@ -74,3 +74,13 @@ def init_mark() -> None:
 
 def shutdown_mark() -> None:
     _mark("shutdown")
+
+
+#: The inline engine a self-cancelling handler calls (set by the test).
+ENGINE: list[taskengine.TaskEngine] = []
+
+
+def cancel_self(payload: Any) -> str:
+    """Cancel (terminate) the running task from inside its own inline attempt."""
+    assert ENGINE[0].cancel(taskengine.current_task().id, terminate=True)
+    return "written back?"
