@@ -84,3 +84,36 @@ def cancel_self(payload: Any) -> str:
     """Cancel (terminate) the running task from inside its own inline attempt."""
     assert ENGINE[0].cancel(taskengine.current_task().id, terminate=True)
     return "written back?"
+
+
+#: What ``scripted`` does in an inline attempt that should time out: advance the clock this much.
+SCRIPTED_TIMEOUT_STEP = 31.0
+
+
+def scripted(payload: dict[str, Any]) -> int:
+    """Behave as ``payload["plan"][attempt - 1]`` says (``"ok"`` once the plan is used up).
+
+    ``ok`` returns the attempt number; ``fail`` raises; ``crash`` kills the worker (simulated
+    inline); ``timeout`` runs past the execution timeout (on the fake clock inline, for real in
+    a worker); ``hang`` blocks for a minute (real workers only); ``cancel_self`` and
+    ``remove_self`` cancel (terminate) or remove the running task (inline only).
+    """
+    task = taskengine.current_task()
+    plan = payload["plan"]
+    what = plan[task.attempt - 1] if task.attempt <= len(plan) else "ok"
+    if what == "fail":
+        raise ValueError(f"scripted failure of attempt {task.attempt}")
+    if what == "crash":
+        testing.crash_worker()
+    if what == "timeout":
+        if inline.is_inline():
+            CLOCK[0].advance(SCRIPTED_TIMEOUT_STEP)
+        else:
+            time.sleep(30)
+    if what == "hang":
+        time.sleep(60)
+    if what == "cancel_self":
+        assert ENGINE[0].cancel(task.id, terminate=True)
+    if what == "remove_self":
+        assert ENGINE[0].remove(task.id)
+    return task.attempt
