@@ -23,6 +23,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -295,6 +296,11 @@ class EngineMachine(RuleBasedStateMachine):
                 assert (got.error.type if got.error else None) == expected.error_type, got
                 if expected.status == "success":
                     assert got.result == expected.result
+                if expected.status in ("success", "failed", "cancelled"):
+                    assert self.engine.wait(expected.id, timeout=0).status is got.status
+                else:
+                    with pytest.raises(TimeoutError):
+                        self.engine.wait(expected.id, timeout=0)
             path = paths.get(expected.id, [])
             assert path == self._expected_path(expected), (expected.id, path, expected.path)
             for step in zip(["pending", *expected.path], expected.path, strict=False):
