@@ -27,6 +27,7 @@ import contextvars
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
@@ -105,7 +106,7 @@ class InlineRunner:
         self._specs: dict[str, registry.HandlerSpec] = {}
         self._workers: dict[str, _InlineWorker] = {}
         self._running: str | None = None
-        self._stopped = False
+        self._lock = threading.Lock()
 
     # -- the reactor's interface ----------------------------------------------------------
 
@@ -126,7 +127,6 @@ class InlineRunner:
 
     def stop(self, timeout: float) -> None:
         """Run every inline worker's shutdown method (``timeout`` is not needed inline)."""
-        self._stopped = True
         for task_type in list(self._workers):
             self._retire(task_type)
 
@@ -153,10 +153,15 @@ class InlineRunner:
 
     def run_next(self) -> bool:
         """Claim and run the earliest due attempt of a registered type; False if none is due."""
-        if self._running is not None:
+        if is_inline():
             raise errors.TaskEngineError(
                 "run_next()/run_until_idle() was called from inside an inline attempt"
             )
+        # One attempt at a time, even when several test threads drive the engine.
+        with self._lock:
+            return self._run_next()
+
+    def _run_next(self) -> bool:
         now = self._clock.now()
         for task_type in self._due_types(now):
             _, claimed = self._writer.commit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,27 @@ def scripted(payload: dict[str, Any]) -> int:
     if what == "remove_self":
         assert ENGINE[0].remove(task.id)
     return task.attempt
+
+
+def run_inside(payload: Any) -> str:
+    """Call run_until_idle from inside an inline attempt (refused)."""
+    try:
+        ENGINE[0].run_until_idle()
+    except taskengine.TaskEngineError as exc:
+        return str(exc)
+    return "no error"
+
+
+_probe_lock = threading.Lock()
+_probe_running = [0]
+
+
+def concurrency_probe(payload: Any) -> int:
+    """Return how many probes were running at once (including this one)."""
+    with _probe_lock:
+        _probe_running[0] += 1
+        seen = _probe_running[0]
+    time.sleep(0.001)  # widen the window in which an overlap would show
+    with _probe_lock:
+        _probe_running[0] -= 1
+    return seen

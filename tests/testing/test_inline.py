@@ -200,3 +200,27 @@ def test_wait_all_raises_the_handler_error(inline: taskengine.TaskEngine) -> Non
     assert caught.value.task.id == bad
     finals = testing.wait_all(inline, [ok], timeout=0)
     assert finals[0].result == 1
+
+
+def test_run_until_idle_from_inside_an_attempt_is_refused(inline: taskengine.TaskEngine) -> None:
+    handlers.ENGINE[:] = [inline]
+    inline.register_handler("inside", MODULE, "run_inside")
+    task_id = inline.create("inside", retain_for=None)
+    inline.run_until_idle()
+    task = inline.get(task_id)
+    assert task is not None
+    assert task.result == "run_next()/run_until_idle() was called from inside an inline attempt"
+
+
+def test_threads_driving_one_engine_run_one_attempt_at_a_time(
+    inline: taskengine.TaskEngine,
+) -> None:
+    inline.register_handler("slow", MODULE, "concurrency_probe")
+    ids = inline.create_many("slow", [None] * 20, retain_for=None)
+    threads = [threading.Thread(target=inline.run_until_idle) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    results = [t.result for t in testing.wait_all(inline, ids, timeout=0)]
+    assert max(results) == 1  # never two attempts at once
