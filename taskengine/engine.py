@@ -257,15 +257,7 @@ class TaskEngine:
             EngineStoppedError: the engine was stopped.
         """
         limit = validation.check_optional_positive_int("max_attempts", max_attempts)
-        runner = self._inline_runner()
-        ran = 0
-        while runner.run_next():
-            ran += 1
-            if limit is not None and ran >= limit and runner.has_due():
-                raise errors.TaskEngineError(
-                    f"run_until_idle(): still not idle after {ran} attempts"
-                )
-        return ran
+        return self._inline_runner().run_until_idle(limit)
 
     def _inline_runner(self) -> inline.InlineRunner:
         if not isinstance(self._reactor, inline.InlineRunner):

@@ -174,6 +174,21 @@ class InlineRunner:
         self._publisher.flush(CALLBACK_FLUSH_TIMEOUT)
         return False
 
+    def run_until_idle(self, max_attempts: int | None) -> int:
+        """Run due attempts until none is due; return how many ran.
+
+        Raises:
+            TaskEngineError: still not idle after ``max_attempts`` attempts.
+        """
+        ran = 0
+        while self.run_next():
+            ran += 1
+            if max_attempts is not None and ran >= max_attempts and self.has_due():
+                raise errors.TaskEngineError(
+                    f"run_until_idle(): still not idle after {ran} attempts"
+                )
+        return ran
+
     def has_due(self) -> bool:
         """Whether an attempt of a registered type is due now."""
         return bool(self._due_types(self._clock.now()))
