@@ -22,6 +22,7 @@ from taskengine import (
     codec,
     errors,
     ids,
+    inline,
     models,
     publishing,
     registry,
@@ -45,6 +46,10 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024 * 1024
 _COMMAND_TIMEOUT: Final = 30.0
 #: How often a compare-and-set API change is retried when another writer got there first.
 _CAS_TRIES: Final = 20
+#: The accepted values of ``execution``.
+EXECUTION_MODES: Final = ("processes", "inline")
+#: ``run_until_idle`` gives up after this many attempts (a task failing forever, due at once).
+DEFAULT_MAX_INLINE_ATTEMPTS: Final = 100_000
 
 Status = models.TaskStatus
 
@@ -74,6 +79,9 @@ class TaskEngine:
         start_method: ``"forkserver"`` (default on Linux), ``"spawn"`` or ``"fork"``; the
             multiprocessing start method of the workers, used through an explicit context.
         max_payload_bytes: largest encoded payload ``create`` accepts (256 MiB by default).
+        execution: ``"processes"`` (default) runs handlers in pools of worker processes;
+            ``"inline"`` runs them in the calling thread, only when :meth:`run_until_idle` or
+            :meth:`run_next` is called (for tests; see ``docs/howto/testing.md``).
 
     Raises:
         TaskValidationError: an argument is invalid.
@@ -90,6 +98,7 @@ class TaskEngine:
         clock: clock.Clock | None = None,
         start_method: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        execution: str = "processes",
     ) -> None:
         from taskengine import clock as clock_module
 
@@ -116,6 +125,11 @@ class TaskEngine:
         max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
         assert max_bytes is not None
         self._max_payload = max_bytes
+        self._execution = execution
+        if not isinstance(execution, str) or execution not in EXECUTION_MODES:
+            raise errors.TaskValidationError(
+                "execution", execution, "expected 'processes' or 'inline'"
+            )
         self._store: base.TaskStore = MemoryStore() if store is None else store
         self._store.open()
         self._handlers: dict[str, registry.HandlerSpec] = {}
@@ -123,14 +137,24 @@ class TaskEngine:
         self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
         self._ids = ids.IdGenerator()
-        self._reactor = reactor.Reactor(
-            store=self._store,
-            task_writer=self._writer,
-            clock_=self._clock,
-            node_identity=self._node,
-            max_total_workers=self._max_total,
-            mp_context=multiprocessing.get_context(method),
-        )
+        self._reactor: reactor.Reactor | inline.InlineRunner
+        if execution == "inline":
+            self._reactor = inline.InlineRunner(
+                store=self._store,
+                task_writer=self._writer,
+                publisher=self._publisher,
+                clock_=self._clock,
+                node_identity=self._node,
+            )
+        else:
+            self._reactor = reactor.Reactor(
+                store=self._store,
+                task_writer=self._writer,
+                clock_=self._clock,
+                node_identity=self._node,
+                max_total_workers=self._max_total,
+                mp_context=multiprocessing.get_context(method),
+            )
         self._lifecycle = threading.Lock()
         self._started = False
         self._stopped = False
@@ -142,6 +166,11 @@ class TaskEngine:
     def node_identity(self) -> str:
         """This engine's node name."""
         return self._node
+
+    @property
+    def execution(self) -> str:
+        """How handlers run: ``"processes"`` or ``"inline"``."""
+        return self._execution
 
     @property
     def store(self) -> base.TaskStore:
@@ -195,6 +224,50 @@ class TaskEngine:
     def _check_open(self) -> None:
         if self._stopped:
             raise errors.EngineStoppedError("the engine was stopped")
+
+    # -- inline execution -----------------------------------------------------------------
+
+    def run_next(self) -> bool:
+        """Run at most one due attempt in the calling thread (``execution="inline"`` only).
+
+        The engine starts on the first call if it was not started.  Returns after the
+        attempt's outcome is stored and its state-change callbacks have run.
+
+        Returns:
+            True if an attempt ran; False if none was due.
+
+        Raises:
+            TaskEngineError: the engine does not use inline execution, or the call came from
+                inside an inline attempt.
+            EngineStoppedError: the engine was stopped.
+        """
+        return self._inline_runner().run_next()
+
+    def run_until_idle(self, *, max_attempts: int | None = DEFAULT_MAX_INLINE_ATTEMPTS) -> int:
+        """Run due attempts in the calling thread until none is due; return how many ran.
+
+        Only ``execution="inline"`` engines.  "Due" is judged on the engine's clock, so a
+        retry or ``run_at`` in the future waits for ``clock.advance(...)``.
+
+        Raises:
+            TaskEngineError: not an inline engine; called from inside an inline attempt; or
+                still not idle after ``max_attempts`` attempts (a task that fails forever and
+                is due again at once).
+            TaskValidationError: ``max_attempts`` is not a positive int.
+            EngineStoppedError: the engine was stopped.
+        """
+        limit = validation.check_optional_positive_int("max_attempts", max_attempts)
+        return self._inline_runner().run_until_idle(limit)
+
+    def _inline_runner(self) -> inline.InlineRunner:
+        if not isinstance(self._reactor, inline.InlineRunner):
+            raise errors.TaskEngineError(
+                "run_next()/run_until_idle() need TaskEngine(..., execution='inline')"
+            )
+        self._check_open()
+        if not self._started:
+            self.start()
+        return self._reactor
 
     def _on_clock_moved(self) -> None:
         self._reactor.wake()
