@@ -191,10 +191,13 @@ class Reactor:
         return {
             task_type: {
                 "pids": [w.pid for w in each.workers],
+                "alive": sum(1 for w in each.workers if w.state is not State.KILLED),
                 "busy": sum(1 for w in each.workers if w.state is State.BUSY),
                 "tasks_done": each.tasks_done,
                 "failures": each.failures,
                 "crashes": each.crashes,
+                "run_seconds_total": each.run_seconds_total,
+                "max_worker_count": each.spec.max_worker_count,
             }
             for task_type, each in self._pools.items()
         }
