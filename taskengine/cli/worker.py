@@ -197,7 +197,12 @@ def run(args: argparse.Namespace) -> int:
             max_total_workers=args.max_total_workers,
         )
         try:
-            setup(engine)
+            try:
+                setup(engine)
+            except taskengine.TaskEngineError:
+                raise
+            except Exception as exc:
+                raise common.CliError(f"{args.app} failed: {type(exc).__name__}: {exc}") from exc
             engine.start()
             types = [e.task_type for e in engine.stats().types if e.is_registered]
             print(

@@ -24,7 +24,10 @@ def square(payload: int) -> int:
 
 
 def sleep(payload: dict[str, Any]) -> str:
-    (_markers() / f"started-{os.getpid()}").write_text(str(os.getpid()))
+    # Written whole, then renamed: a reader never sees an empty marker.
+    temporary = _markers() / f".started-{os.getpid()}"
+    temporary.write_text(str(os.getpid()))
+    temporary.rename(_markers() / f"started-{os.getpid()}")
     time.sleep(float(payload["seconds"]))
     return "slept"
 
