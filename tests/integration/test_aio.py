@@ -1,4 +1,4 @@
-"""``AsyncTaskEngine``: awaitable calls on a loop, thread-free waits, async callbacks on the loop."""
+"""``AsyncTaskEngine``: awaitable calls, thread-free waits, async callbacks on the loop."""
 
 from __future__ import annotations
 
