@@ -23,12 +23,12 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check taskengine tests benchmarks
-	$(BIN)/ruff format --check taskengine tests benchmarks
+	$(BIN)/ruff check taskengine tests benchmarks examples
+	$(BIN)/ruff format --check taskengine tests benchmarks examples
 
 format: $(STAMP)
-	$(BIN)/ruff format taskengine tests benchmarks
-	$(BIN)/ruff check --fix taskengine tests benchmarks
+	$(BIN)/ruff format taskengine tests benchmarks examples
+	$(BIN)/ruff check --fix taskengine tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict taskengine

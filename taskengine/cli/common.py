@@ -24,6 +24,7 @@ from taskengine.stores import base
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
     "DEFAULT_STORE",
@@ -36,6 +37,7 @@ __all__ = [
     "open_store",
     "print_json",
     "store_url",
+    "table",
     "task_json",
 ]
 
@@ -134,8 +136,26 @@ def print_json(value: object, stream: TextIO | None = None) -> None:
     out.write("\n")
 
 
+def _need_rich() -> None:
+    try:
+        import rich  # noqa: F401
+    except ImportError as exc:
+        raise CliError(
+            "tables need the rich package: pip install 'taskengine[cli]' (or use --json)"
+        ) from exc
+
+
+def table(**options: Any) -> Table:
+    """A rich table (``CliError`` naming the extra to install when rich is missing)."""
+    _need_rich()
+    from rich.table import Table
+
+    return Table(**options)
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console (plain text when the output is not a terminal)."""
+    _need_rich()
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout

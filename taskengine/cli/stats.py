@@ -37,9 +37,7 @@ def _seconds(value: float | None) -> str:
 
 def render(snapshot: engine_stats.EngineStats) -> None:
     """Print ``snapshot`` as a table."""
-    from rich.table import Table
-
-    table = Table(title=f"taskengine stats ({snapshot.date_taken:%Y-%m-%d %H:%M:%S} UTC)")
+    table = common.table(title=f"taskengine stats ({snapshot.date_taken:%Y-%m-%d %H:%M:%S} UTC)")
     table.add_column("type")
     for status in models.TaskStatus:
         table.add_column(status.value, justify="right")

@@ -141,9 +141,7 @@ def _list(args: argparse.Namespace) -> int:
             {"entities": [common.task_json(task) for task in tasks], "cursor": cursor}
         )
         return common.EXIT_OK
-    from rich.table import Table
-
-    table = Table(title=f"{len(tasks)} task(s)", title_justify="left")
+    table = common.table(title=f"{len(tasks)} task(s)", title_justify="left")
     for column in ("id", "type", "status", "attempts", "created", "modified", "error"):
         table.add_column(column, no_wrap=column in ("id", "created", "modified"))
     for task in tasks:
@@ -175,9 +173,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json(data)
         return common.EXIT_OK
-    from rich.table import Table
-
-    table = Table(show_header=False, title=f"task {task.id}", title_justify="left")
+    table = common.table(show_header=False, title=f"task {task.id}", title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in data.items():
