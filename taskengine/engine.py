@@ -208,6 +208,13 @@ class TaskEngine:
         now = self._clock.now()
         changes = []
         for task in self._store.processing():
+            log.info(
+                "task %s was processing on %s when it stopped; counting attempt %d as crashed",
+                task.id,
+                task.node_identity,
+                task.attempts,
+                extra={"task_id": task.id, "task_type": task.type, "node": self._node},
+            )
             error = models.TaskError.of(
                 errors.WorkerCrashedError,
                 f"the engine ({task.node_identity}) stopped or crashed during attempt "
@@ -215,7 +222,11 @@ class TaskEngine:
             )
             changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
         if changes:
-            log.warning("re-queued %d task(s) interrupted by a previous crash", len(changes))
+            log.warning(
+                "re-queued %d task(s) interrupted by a previous crash",
+                len(changes),
+                extra={"node": self._node},
+            )
             self._writer.apply(changes)
 
     # -- handlers -------------------------------------------------------------------------
