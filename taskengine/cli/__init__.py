@@ -9,6 +9,7 @@ line on stderr; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -89,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return common.EXIT_USAGE
     except errors.TaskEngineError as exc:
         _report(exc, args.debug)
+        return common.EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (``taskengine tasks list --json | head``): stop quietly, and
+        # point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return common.EXIT_FAILURE
     except KeyboardInterrupt:
         print("taskengine: interrupted", file=sys.stderr)

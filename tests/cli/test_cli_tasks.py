@@ -7,11 +7,13 @@ the statuses the commands act on are reached through the public API only.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import taskengine
 
-from .conftest import engine_on, run_cli, url
+from .conftest import ROOT, cli_env, engine_on, run_cli, url
 
 
 def _arrange(db: Path) -> dict[str, list[str]]:
@@ -155,3 +157,22 @@ def test_stats_counts_per_type_and_status(db: Path) -> None:
     table = run_cli("stats", "--store", url(db))
     assert "alpha" in table.stdout
     assert "(all)" in table.stdout
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(db: Path) -> None:
+    engine = engine_on(db)
+    try:
+        engine.create_many("alpha", list(range(300)), retain_for=None)
+    finally:
+        engine.stop()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskengine", "tasks", "list", "--all", "--json",
+         "--store", url(db)],
+        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.read(10) == b'{\n  "entit'
+    proc.stdout.close()  # like `| head`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 1)
+    assert err == b""
