@@ -1,8 +1,8 @@
 """``taskengine stats``: counts per type and status, oldest due wait, attempts, workers.
 
-The counts describe the whole task table.  Worker figures belong to the process that runs the
-pools: this command starts none, so it shows them only for pools of its own process (none);
-a ``taskengine worker`` logs its own figures (``--stats-interval``).
+The counts describe the whole task table (read from the store).  Worker figures belong to the
+process that runs the pools: this command starts none, so on SQLite it shows those that the
+running ``taskengine worker`` node publishes in its node file (``nodefile.py``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import attrs
+
+import taskengine
 from taskengine import models
 from taskengine import stats as engine_stats
-from taskengine.cli import common
+from taskengine.cli import common, nodefile
 
-__all__ = ["add_parser", "render"]
+__all__ = ["add_parser", "render", "with_node"]
 
 
 def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
@@ -84,15 +87,62 @@ def _totals(snapshot: engine_stats.EngineStats) -> engine_stats.TypeStats:
     )
 
 
+#: Pool figures of a node's snapshot (JSON key -> ``TypeStats`` field).
+_POOL_FIELDS = {
+    "isRegistered": "is_registered",
+    "workersAlive": "workers_alive",
+    "workersBusy": "workers_busy",
+    "maxWorkerCount": "max_worker_count",
+    "tasksDone": "tasks_done",
+    "failures": "failures",
+    "crashes": "crashes",
+    "meanRunTime": "mean_run_time",
+}
+
+
+def with_node(snapshot: engine_stats.EngineStats, node: dict[str, Any]) -> engine_stats.EngineStats:
+    """``snapshot`` (the store's counts) with the pool figures of a running node's snapshot."""
+    pools = {entry["type"]: entry for entry in node.get("types", []) if entry.get("isRegistered")}
+    names = sorted({entry.task_type for entry in snapshot.types} | set(pools))
+    types = []
+    for name in names:
+        entry = snapshot.of(name)
+        if name in pools:
+            entry = attrs.evolve(
+                entry, **{field: pools[name][key] for key, field in _POOL_FIELDS.items()}
+            )
+        types.append(entry)
+    return attrs.evolve(
+        snapshot,
+        node_identity=str(node.get("nodeIdentity", snapshot.node_identity)),
+        is_dispatching=True,
+        types=tuple(types),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the snapshot."""
+    """Print the snapshot, with a running node's pool figures where it publishes them."""
     engine = common.offline_engine(common.store_url(args.store))
     try:
         snapshot = engine.stats()
+        store = engine.store
     finally:
         engine.stop()
+    node = None
+    if isinstance(store, taskengine.SqliteStore):
+        node = nodefile.read_live(nodefile.path_for(store.path))
+    if node is not None:
+        snapshot = with_node(snapshot, node)
     if args.json:
-        common.print_json(snapshot.to_json())
+        data = snapshot.to_json()
+        data["workersFrom"] = None if node is None else node.get("dateTaken")
+        common.print_json(data)
     else:
         render(snapshot)
+        if node is not None:
+            common.console().print(
+                f"workers: node {snapshot.node_identity}, as of {node.get('dateTaken')}"
+            )
+        else:
+            common.console().print("workers: no running node publishes figures for this store")
     return common.EXIT_OK

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 import taskengine
-from taskengine.cli import common
+from taskengine.cli import common, nodefile
 
 __all__ = ["add_parser", "load_app"]
 
@@ -171,13 +171,36 @@ def _log_stats(engine: taskengine.TaskEngine) -> None:
         )
 
 
-def _wait_for_signal(signals: _Signals, engine: taskengine.TaskEngine, interval: float) -> None:
+def _publish(engine: taskengine.TaskEngine, node_path: str | None) -> str | None:
+    """Write the node file; returns the path to keep writing, None after a failure."""
+    if node_path is None:
+        return None
+    try:
+        nodefile.write(node_path, engine.stats())
+    except (OSError, taskengine.TaskEngineError):
+        log.warning(
+            "cannot write the node file %s; taskengine stats will show no worker figures",
+            node_path,
+            exc_info=True,
+            extra={"node": engine.node_identity},
+        )
+        return None
+    return node_path
+
+
+def _wait_for_signal(
+    signals: _Signals, engine: taskengine.TaskEngine, interval: float, node_path: str | None
+) -> None:
     # A bounded wait: the signal handler runs between the waits' wake-ups at the latest.
     next_stats = time.monotonic() + interval
-    while not signals.stop.wait(1.0 if not interval else min(1.0, interval)):
+    written = time.monotonic()
+    while not signals.stop.wait(min(1.0, interval) if interval else 1.0):
         if interval and time.monotonic() >= next_stats:
             _log_stats(engine)
             next_stats = time.monotonic() + interval
+        if node_path is not None and nodefile.due(written):
+            node_path = _publish(engine, node_path)
+            written = time.monotonic()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     setup = load_app(args.app, args.app_dir)
     url = common.store_url(args.store)
     signals = _Signals()
+    node_path: str | None = None
     signals.install()
     try:
         engine = taskengine.TaskEngine(
@@ -212,7 +236,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            _wait_for_signal(signals, engine, args.stats_interval)
+            store = engine.store
+            if isinstance(store, taskengine.SqliteStore):
+                node_path = _publish(engine, nodefile.path_for(store.path))
+            _wait_for_signal(signals, engine, args.stats_interval, node_path)
             print(
                 f"taskengine worker: {signals.name}: stopping; running attempts may finish for "
                 f"up to {args.stop_timeout:g} s (a second signal stops at once)",
@@ -221,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             engine.stop(args.stop_timeout)
+            if node_path is not None:
+                nodefile.remove(node_path)
     finally:
         signals.restore()
     print("taskengine worker: stopped", file=sys.stderr, flush=True)

@@ -97,6 +97,23 @@ def test_worker_runs_tasks_while_other_processes_list_and_count_them(db: Path, n
     assert by_type["square"]["success"] == 6
     assert by_type["sleep"]["processing"] == 1
 
+    # The node publishes its pools' figures (node file): the busy sleep worker shows up.
+    def node_figures() -> dict[str, dict[str, object]] | None:
+        done = run_cli("stats", "--store", url(db), "--json")
+        data = json.loads(done.stdout)
+        types = {e["type"]: e for e in data["types"]}
+        busy = data["workersFrom"] is not None and types["sleep"]["workersBusy"] == 1
+        return types if busy else None
+
+    figures = until(node_figures, timeout=30, step=0.2)
+    assert figures["square"]["tasksDone"] == 6
+    assert figures["square"]["maxWorkerCount"] == 2
+    assert figures["sleep"]["workersAlive"] == 1
+    table = run_cli("stats", "--store", url(db))
+    assert "workers: node " in table.stdout
+    assert "busy" in table.stdout
+    assert Path(f"{db}.node.json").exists()
+
     # SIGTERM: the running attempt finishes, the worker runs its shutdown method, exit 0.
     node.proc.send_signal(signal.SIGTERM)
     code, err = node.finish()
@@ -105,6 +122,9 @@ def test_worker_runs_tasks_while_other_processes_list_and_count_them(db: Path, n
     assert "taskengine worker: stopped" in err
     assert _status(db, slow) == "success"
     assert list(node.markers.glob("shutdown-*"))
+    assert not Path(f"{db}.node.json").exists()  # a stopped node publishes nothing
+    after = json.loads(run_cli("stats", "--store", url(db), "--json").stdout)
+    assert after["workersFrom"] is None
 
 
 def test_a_second_signal_kills_the_workers_at_once(db: Path, node: Node) -> None:
