@@ -52,9 +52,14 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
         "app", metavar="APP", help="package.module:function that registers handlers"
     )
     common.add_store_option(parser)
-    parser.add_argument("--node-identity", help="this node's name (default host:pid:random)")
     parser.add_argument(
-        "--max-total-workers", type=int, help="cap on all pools' workers (default: CPU count)"
+        "--node-identity", metavar="NAME", help="this node's name (default host:pid:random)"
+    )
+    parser.add_argument(
+        "--max-total-workers",
+        type=int,
+        metavar="N",
+        help="cap on all pools' workers (default: CPU count)",
     )
     parser.add_argument(
         "--stop-timeout",
@@ -66,6 +71,7 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app-dir",
         default=".",
+        metavar="DIR",
         help="directory put first on sys.path to import APP from (default: the current one)",
     )
     parser.add_argument(
