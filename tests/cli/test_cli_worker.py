@@ -78,7 +78,8 @@ def test_worker_runs_tasks_while_other_processes_list_and_count_them(db: Path, n
     engine = engine_on(db)
     try:
         squares = engine.create_many("square", list(range(6)), retain_for=None)
-        slow = engine.create("sleep", {"seconds": 3}, retain_for=None)
+        gate = node.markers / "gate"
+        slow = engine.create("sleep", {"gate": str(gate)}, retain_for=None)
     finally:
         engine.stop()
     until(lambda: node.started_pids(), timeout=60)  # the slow attempt is running
@@ -114,11 +115,15 @@ def test_worker_runs_tasks_while_other_processes_list_and_count_them(db: Path, n
     assert "busy" in table.stdout
     assert Path(f"{db}.node.json").exists()
 
-    # SIGTERM: the running attempt finishes, the worker runs its shutdown method, exit 0.
+    # SIGTERM: the running attempt may finish, the worker runs its shutdown method, exit 0.
     node.proc.send_signal(signal.SIGTERM)
-    code, err = node.finish()
+    until(lambda: "SIGTERM: stopping" in _read_some(node), timeout=30)
+    assert node.proc.poll() is None  # still waiting for the running attempt
+    before = _read_some(node)
+    gate.write_text("open")
+    code, rest = node.finish()
+    err = before + rest
     assert code == 0, err
-    assert "SIGTERM: stopping" in err
     assert "taskengine worker: stopped" in err
     assert _status(db, slow) == "success"
     assert list(node.markers.glob("shutdown-*"))

@@ -28,7 +28,12 @@ def sleep(payload: dict[str, Any]) -> str:
     temporary = _markers() / f".started-{os.getpid()}"
     temporary.write_text(str(os.getpid()))
     temporary.rename(_markers() / f"started-{os.getpid()}")
-    time.sleep(float(payload["seconds"]))
+    if "gate" in payload:  # run until the test opens the gate (a file), at most two minutes
+        deadline = time.monotonic() + 120
+        while not Path(payload["gate"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        time.sleep(float(payload["seconds"]))
     return "slept"
 
 
