@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -33,9 +34,14 @@ __all__ = [
     "EXIT_USAGE",
     "STORE_ENV",
     "CliError",
+    "add_store_option",
     "console",
+    "describe",
+    "engine_on",
+    "offline_engine",
     "open_store",
     "print_json",
+    "scrub",
     "store_url",
     "table",
     "task_json",
@@ -84,13 +90,41 @@ def open_store(url: str) -> base.TaskStore:
             # Typed loosely until PostgresStore implements the protocol (the engine checks).
             store: Any = taskengine.PostgresStore(url)
         except errors.TaskEngineError as exc:
-            # The DSN may hold a password: name the kind of store, never the URL.
-            raise CliError(f"cannot use the PostgreSQL store: {exc}") from exc
+            raise CliError(f"cannot use the PostgreSQL store: {scrub(str(exc), url)}") from exc
         return store  # type: ignore[no-any-return]
     raise CliError(
         f"unknown store URL {url!r}: expected sqlite:///path.db, memory: or postgresql://...",
         EXIT_USAGE,
     )
+
+
+def scrub(message: str, url: str) -> str:
+    """``message`` without the store URL or its password (a DSN may hold one)."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in (url, password):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+def engine_on(
+    url: str, store: base.TaskStore | None = None, **options: Any
+) -> taskengine.TaskEngine:
+    """``TaskEngine(store or open_store(url), **options)``; store errors become one line.
+
+    The line never holds the URL or its password.
+    """
+    store = open_store(url) if store is None else store
+    try:
+        return taskengine.TaskEngine(store, **options)
+    except errors.TaskValidationError:
+        raise
+    except errors.TaskEngineError as exc:
+        # Opening the store failed (unreachable server, bad schema, unreadable file ...).
+        raise CliError(f"cannot open the store: {scrub(str(exc), url)}") from exc
 
 
 def describe(url: str) -> str:
@@ -185,4 +219,4 @@ def offline_engine(url: str) -> taskengine.TaskEngine:
     if isinstance(store, taskengine.SqliteStore) and not os.path.exists(store.path):
         # Reading must not create an empty database where the user mistyped a path.
         raise CliError(f"no task store at {store.path} (check --store or ${STORE_ENV})")
-    return taskengine.TaskEngine(store)
+    return engine_on(url, store)

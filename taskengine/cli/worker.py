@@ -221,10 +221,8 @@ def run(args: argparse.Namespace) -> int:
     node_path: str | None = None
     signals.install()
     try:
-        engine = taskengine.TaskEngine(
-            common.open_store(url),
-            node_identity=args.node_identity,
-            max_total_workers=args.max_total_workers,
+        engine = common.engine_on(
+            url, node_identity=args.node_identity, max_total_workers=args.max_total_workers
         )
         try:
             try:

@@ -110,3 +110,20 @@ def test_store_url_parsing_in_process(tmp_path: Path) -> None:
     with pytest.raises(common.CliError) as caught:
         common.open_store("sqlite:///")
     assert caught.value.code == 2
+
+
+def test_store_errors_never_show_the_url_or_its_password() -> None:
+    url = "postgresql://user:hunter2@db.example/tasks"
+    message = f"could not connect to {url} (password hunter2 rejected)"
+    assert common.scrub(message, url) == "could not connect to *** (password *** rejected)"
+    assert common.scrub("plain", "memory:") == "plain"
+
+
+def test_an_unreadable_sqlite_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    done = run_cli("tasks", "list", "--store", url(bad))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("taskengine: cannot open the store: ")
