@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from taskengine.aio import AsyncTaskEngine
 from taskengine.connector import BackgroundTaskConnector
 from taskengine.context import TaskContext, current_task
 from taskengine.engine import TaskEngine
@@ -26,6 +27,7 @@ from taskengine.errors import (
 )
 from taskengine.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
 from taskengine.scheduler import ScheduledTaskInfo, ScheduledTaskTime, TaskScheduler
+from taskengine.stats import EngineStats, TypeStats
 from taskengine.stores.memory import MemoryStore
 from taskengine.stores.sqlite import SqliteStore
 
@@ -35,8 +37,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncTaskEngine",
     "BackgroundTask",
     "BackgroundTaskConnector",
+    "EngineStats",
     "EngineStoppedError",
     "HandlerNotFoundError",
     "MemoryStore",
@@ -57,6 +61,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeoutError",
     "TaskValidationError",
+    "TypeStats",
     "WorkerCrashedError",
     "WorkerInitError",
     "current_task",

@@ -32,6 +32,7 @@ from taskengine import (
     writer,
 )
 from taskengine import cursor as cursors
+from taskengine import stats as engine_stats
 from taskengine.pool import reactor
 from taskengine.stores import base
 from taskengine.stores.memory import MemoryStore
@@ -280,6 +281,13 @@ class TaskEngine:
         now = self._clock.now()
         changes = []
         for task in self._store.processing():
+            log.info(
+                "task %s was processing on %s when it stopped; counting attempt %d as crashed",
+                task.id,
+                task.node_identity,
+                task.attempts,
+                extra={"task_id": task.id, "task_type": task.type, "node": self._node},
+            )
             error = models.TaskError.of(
                 errors.WorkerCrashedError,
                 f"the engine ({task.node_identity}) stopped or crashed during attempt "
@@ -287,7 +295,11 @@ class TaskEngine:
             )
             changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
         if changes:
-            log.warning("re-queued %d task(s) interrupted by a previous crash", len(changes))
+            log.warning(
+                "re-queued %d task(s) interrupted by a previous crash",
+                len(changes),
+                extra={"node": self._node},
+            )
             self._writer.apply(changes)
 
     # -- handlers -------------------------------------------------------------------------
@@ -493,28 +505,60 @@ class TaskEngine:
         seconds = validation.check_duration("timeout", timeout, nullable=True)
         event, box = self._publisher.subscribe(checked)
         try:
-            task = self._visible(checked)
-            if task is None:
-                # A task that just finished with retain_for=0 is deleted by the same commit that
-                # finishes it, and announced right after under the writer's lock: wait for any
-                # such announcement before concluding that the id is unknown.
-                self._writer.barrier()
-                cached = self._publisher.finished(checked)
-                if cached is not None:
-                    return cached
-                raise errors.TaskNotFoundError(checked)
-            if task.status.is_final:
-                return task
+            done = self._finished_now(checked)
+            if done is not None:
+                return done
             if not event.wait(seconds):
                 raise TimeoutError(f"task {checked} did not finish within {seconds}s")
-            if not box:
-                raise errors.EngineStoppedError(f"the engine stopped while waiting for {checked}")
-            final = box[0]
-            if final is None:
-                raise errors.TaskNotFoundError(checked)
-            return final
+            return _announced(checked, box)
         finally:
             self._publisher.unsubscribe(checked, event)
+
+    def _finished_now(self, task_id: str) -> models.BackgroundTask | None:
+        """The final snapshot if the task already finished, None if it has not (``wait``).
+
+        Call it after subscribing, so that a finish in between is announced to the subscriber.
+
+        Raises:
+            TaskNotFoundError: the id is unknown.
+        """
+        task = self._visible(task_id)
+        if task is None:
+            # A task that just finished with retain_for=0 is deleted by the same commit that
+            # finishes it, and announced right after under the writer's lock: wait for any
+            # such announcement before concluding that the id is unknown.
+            self._writer.barrier()
+            cached = self._publisher.finished(task_id)
+            if cached is not None:
+                return cached
+            raise errors.TaskNotFoundError(task_id)
+        return task if task.status.is_final else None
+
+    def stats(self) -> engine_stats.EngineStats:
+        """A snapshot of the task table (counts per type and status) and of this node's pools.
+
+        Counts cover every visible task in the store; worker figures cover only the pools of
+        this engine, and are zero on an engine that was not started.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        self._check_open()
+        now = self._clock.now()
+        counts = self._store.count_tasks(now)
+        facts: dict[str, dict[str, Any]] = {}
+        with self._lifecycle:
+            live = self._started and not self._stopped
+        if live:
+            facts = self._reactor.submit(self._reactor.pool_facts).result(timeout=_COMMAND_TIMEOUT)
+        return engine_stats.build(
+            node_identity=self._node,
+            now=now,
+            counts=counts,
+            pool_facts=facts,
+            registered=list(self._handlers),
+            is_dispatching=live,
+        )
 
     def query(
         self,
@@ -632,6 +676,16 @@ class TaskEngine:
 
     def _terminate(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))
+
+
+def _announced(task_id: str, box: list[models.BackgroundTask | None]) -> models.BackgroundTask:
+    """What a woken ``wait`` returns: the announced final snapshot, or the matching error."""
+    if not box:
+        raise errors.EngineStoppedError(f"the engine stopped while waiting for {task_id}")
+    final = box[0]
+    if final is None:
+        raise errors.TaskNotFoundError(task_id)
+    return final
 
 
 def _query_spec(

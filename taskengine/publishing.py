@@ -211,9 +211,16 @@ class Publisher:
             box.append(None)
             event.set()
 
-    def subscribe(self, task_id: str) -> tuple[threading.Event, _Waiter]:
-        """Register interest in ``task_id`` finishing; check the store only after this."""
-        event = threading.Event()
+    def subscribe(
+        self, task_id: str, event: threading.Event | None = None
+    ) -> tuple[threading.Event, _Waiter]:
+        """Register interest in ``task_id`` finishing; check the store only after this.
+
+        ``event`` (a new ``threading.Event`` by default) is set once the box holds the final
+        snapshot, None for a removed task, or nothing when the engine stopped.  An event whose
+        ``set`` also wakes an asyncio loop lets ``AsyncTaskEngine.wait`` wait without a thread.
+        """
+        event = threading.Event() if event is None else event
         box: _Waiter = []
         with self._lock:
             if self._closed:

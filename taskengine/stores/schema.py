@@ -169,6 +169,12 @@ NEXT_EXPIRY: Final = (
     " ORDER BY date_retain_until LIMIT 1"
 )
 #: Every processing task.
+#: Visible tasks summarised per (type, status), for ``count_tasks``.
+COUNT_TASKS: Final = (
+    "SELECT type, status, COUNT(*), SUM(attempts), MIN(date_created), MIN(date_next_process)"
+    " FROM tasks WHERE date_retain_until IS NULL OR date_retain_until > ? GROUP BY type, status"
+)
+
 SELECT_PROCESSING: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE status = 'processing'"  # noqa: S608 -- constants only
 #: Tables and indexes in the file (to recognise a database that is not ours).
 LIST_OBJECTS: Final = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"

@@ -510,6 +510,25 @@ class SqliteStore:
         """All tasks in status processing (for crash recovery at start)."""
         return [self._task(row) for row in self._fetch(schema.SELECT_PROCESSING, ())]
 
+    def count_tasks(self, now: datetime) -> list[base.TaskCount]:
+        """Visible tasks summarised per ``(type, status)`` in one statement (read-only)."""
+        rows = self._fetch(schema.COUNT_TASKS, (clock.to_millis(now),))
+        counts = []
+        for task_type, status, count, attempts, created, due in rows:
+            oldest = schema.to_date(created)
+            assert oldest is not None  # every group has at least one row
+            counts.append(
+                base.TaskCount(
+                    task_type=task_type,
+                    status=models.TaskStatus(status),
+                    count=count,
+                    attempts=attempts,
+                    oldest_created=oldest,
+                    earliest_next_process=schema.to_date(due),
+                )
+            )
+        return counts
+
 
 def _warn_if_writable_by_others(path: str, what: str) -> None:
     """Log a warning when ``path`` is writable by its group or by others."""
