@@ -101,7 +101,7 @@ class ScheduledTaskTime:
     ``cron`` it fires at every match of the expression, first at ``next_trigger_time`` when given
     (else at the first match after now).  Intervals are kept to whole milliseconds.
 
-    Args:
+    Attributes:
         next_trigger_time: the first firing, a timezone-aware datetime.
         interval_days: days between firings (int or float, >= 0).
         interval_hours: hours between firings.
