@@ -106,7 +106,10 @@ class InlineRunner:
         self._specs: dict[str, registry.HandlerSpec] = {}
         self._workers: dict[str, _InlineWorker] = {}
         self._running: str | None = None
+        self._running_type: str | None = None
         self._lock = threading.Lock()
+        # Per type: the counters the reactor keeps per pool, for ``TaskEngine.stats()``.
+        self._counters: dict[str, dict[str, float]] = {}
 
     # -- the reactor's interface ----------------------------------------------------------
 
@@ -143,6 +146,28 @@ class InlineRunner:
     def terminate(self, task_id: str) -> bool:
         """Nothing to kill: the record was already changed, so the fenced outcome is dropped."""
         return self._running == task_id
+
+    def pool_facts(self) -> dict[str, dict[str, Any]]:
+        """The reactor's per-type pool figures, for the inline worker of each registered type."""
+        facts: dict[str, dict[str, Any]] = {}
+        for task_type in self._specs:
+            counters = self._counters.get(task_type, {})
+            facts[task_type] = {
+                "pids": [os.getpid()] if task_type in self._workers else [],
+                "alive": 1 if task_type in self._workers else 0,
+                "busy": 1 if self._running is not None and self._running_type == task_type else 0,
+                "tasks_done": int(counters.get("tasks_done", 0)),
+                "failures": int(counters.get("failures", 0)),
+                "crashes": int(counters.get("crashes", 0)),
+                "run_seconds_total": counters.get("run_seconds_total", 0.0),
+                "max_worker_count": 1,
+            }
+        return facts
+
+    def _count(self, task_type: str, **steps: float) -> None:
+        counters = self._counters.setdefault(task_type, {})
+        for name, step in steps.items():
+            counters[name] = counters.get(name, 0) + step
 
     def _retire(self, task_type: str) -> None:
         worker = self._workers.pop(task_type, None)
@@ -216,6 +241,7 @@ class InlineRunner:
         latest = [task]
         started = self._clock.now()
         self._running = task.id
+        self._running_type = task.type
         token = _inline.set(True)
         try:
             done = worker_main.run_attempt(
@@ -224,6 +250,7 @@ class InlineRunner:
         except context.SimulatedCrash:
             del self._workers[task.type]
             worker.close(graceful=False)
+            self._count(task.type, crashes=1)
             self._finish(latest[0], error=self._crash_error(latest[0], spec))
             return
         finally:
@@ -231,7 +258,15 @@ class InlineRunner:
             self._running = None
         worker.tasks_done += 1
         elapsed = (self._clock.now() - started).total_seconds()
-        if spec.execution_timeout is not None and elapsed > spec.execution_timeout:
+        timed_out = spec.execution_timeout is not None and elapsed > spec.execution_timeout
+        if timed_out:
+            self._count(task.type, crashes=1)  # as with pools: the attempt ended with its worker
+        else:
+            failed = 1 if done.error is not None else 0
+            self._count(
+                task.type, tasks_done=1, failures=failed, run_seconds_total=done.run_seconds
+            )
+        if timed_out:
             error = models.TaskError.of(
                 errors.TaskTimeoutError,
                 f"attempt {task.attempts} ran longer than execution_timeout="

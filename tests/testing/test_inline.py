@@ -224,3 +224,21 @@ def test_threads_driving_one_engine_run_one_attempt_at_a_time(
         thread.join(30)
     results = [t.result for t in testing.wait_all(inline, ids, timeout=0)]
     assert max(results) == 1  # never two attempts at once
+
+
+def test_stats_count_inline_attempts_like_pools(inline: taskengine.TaskEngine) -> None:
+    inline.register_handler("echo", MODULE, "echo")
+    inline.register_handler("fail", MODULE, "fail")
+    inline.register_handler("crash", MODULE, "crash")
+    inline.create_many("echo", [1, 2], retain_for=None)
+    inline.create("fail", None, retry_count=0, retain_for=None)
+    inline.create("crash", None, retry_count=0, retain_for=None)
+    inline.run_until_idle()
+    stats = inline.stats()
+    echo, fail, crash = stats.of("echo"), stats.of("fail"), stats.of("crash")
+    assert (echo.success, echo.tasks_done, echo.failures, echo.crashes) == (2, 2, 0, 0)
+    assert echo.workers_alive == 1
+    assert echo.mean_run_time is not None
+    assert (fail.failed, fail.tasks_done, fail.failures) == (1, 1, 1)
+    assert (crash.failed, crash.tasks_done, crash.crashes) == (1, 0, 1)
+    assert crash.workers_alive == 0  # a crashed inline worker is discarded
