@@ -173,7 +173,9 @@ def main() -> None:
             med["taskengine_memory"], med["process_pool_executor"]
         )
     if {"taskengine_sqlite", "taskengine_memory"} <= med.keys():
-        ratios["sqlite_vs_memory"] = common.ratio(med["taskengine_sqlite"], med["taskengine_memory"])
+        ratios["sqlite_vs_memory"] = common.ratio(
+            med["taskengine_sqlite"], med["taskengine_memory"]
+        )
     if {"taskengine_sqlite", "huey_sqlite"} <= med.keys():
         ratios["sqlite_vs_huey_sqlite"] = common.ratio(med["taskengine_sqlite"], med["huey_sqlite"])
     common.emit(

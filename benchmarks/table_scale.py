@@ -127,8 +127,15 @@ def child(size: int, samples: int) -> dict[str, Any]:
 
 def run_size(size: int, samples: int) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.table_scale", "--child", str(size)]
-        + ["--samples", str(samples)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.table_scale",
+            "--child",
+            str(size),
+            "--samples",
+            str(samples),
+        ],
         capture_output=True,
         text=True,
         check=True,
