@@ -50,6 +50,10 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
         lat = suites["latency"]
         for name, p50 in lat["p50_us_median"].items():
             rows.append(["latency", name, f"p50 {p50} us, p99 {lat['p99_us_median'][name]} us"])
+    if "latency_breakdown" in suites:
+        steps = suites["latency_breakdown"]["median_us"]
+        text = ", ".join(f"{k} {v}" for k, v in steps.items())
+        rows.append(["latency_breakdown", "taskengine_memory (us)", text])
     if "cold_start" in suites:
         for name, ms in suites["cold_start"]["ms_median"].items():
             rows.append(["cold_start", name, f"{ms} ms"])

@@ -21,7 +21,15 @@ from typing import Any
 from benchmarks import common, report, targets
 
 #: Suites of the issue, in the order they run.
-SUITES = ("overhead", "cpu_scaling", "latency", "cold_start", "table_scale", "memory")
+SUITES = (
+    "overhead",
+    "cpu_scaling",
+    "latency",
+    "latency_breakdown",
+    "cold_start",
+    "table_scale",
+    "memory",
+)
 #: Suites other engineers own; run when present, and their failure is recorded, not fatal.
 OPTIONAL_SUITES = ("scheduler_precision", "cluster")
 HERE = Path(__file__).resolve().parent

@@ -34,6 +34,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]
             "overhead",
             "cpu_scaling",
             "latency",
+            "latency_breakdown",
             "cold_start",
             "table_scale",
             "memory",
@@ -133,3 +134,11 @@ def test_every_target_is_evaluated(run: tuple[dict[str, Any], Path]) -> None:
     for row in rows:
         assert isinstance(row["measured"], int | float), row
         assert row["met"] in (True, False), row
+
+
+def test_latency_breakdown_shape(run: tuple[dict[str, Any], Path]) -> None:
+    breakdown = run[0]["suites"]["latency_breakdown"]
+    assert breakdown["all_steps_instrumented"] is True, "an instrumented method was renamed"
+    steps = breakdown["median_us"]
+    assert steps["total"] > 0
+    assert all(isinstance(v, int | float) for v in steps.values()), steps
