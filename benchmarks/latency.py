@@ -98,6 +98,9 @@ def main() -> None:
             "ratios": {
                 "memory_p50_vs_ppe_p50": common.ratio(med50["taskengine_memory"], ppe50),
                 "memory_p99_vs_ppe_p50": common.ratio(med99["taskengine_memory"], ppe50),
+                "memory_p99_vs_memory_p50": common.ratio(
+                    med99["taskengine_memory"], med50["taskengine_memory"]
+                ),
                 "sqlite_p50_vs_ppe_p50": common.ratio(med50["taskengine_sqlite"], ppe50),
                 "ppe_p99_vs_ppe_p50": common.ratio(med99["process_pool_executor"], ppe50),
             },
