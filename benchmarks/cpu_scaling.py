@@ -38,10 +38,11 @@ def run_engine(iterations: int, tasks: int, workers: int) -> float:
         engine.register_handler(
             "spin", "benchmarks.noop_handlers", "spin", counter, max_worker_count=workers
         )
+        # Warm-up tasks long enough that every worker starts and runs one (starting workers
+        # is not part of the figure).
         counter.expect(workers)
-        engine.create_many("spin", [1000] * workers)
-        counter.wait(120)
-        # Starting workers is not part of the figure; every worker has run a task.
+        engine.create_many("spin", [iterations // 2] * workers)
+        counter.wait(600)
         counter.expect(tasks)
         began = time.perf_counter()
         engine.create_many("spin", [iterations] * tasks)
@@ -52,7 +53,7 @@ def run_engine(iterations: int, tasks: int, workers: int) -> float:
 def run_ppe(iterations: int, tasks: int, workers: int) -> float:
     context = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for future in [pool.submit(noop_handlers.spin, 1000) for _ in range(workers * 2)]:
+        for future in [pool.submit(noop_handlers.spin, iterations // 2) for _ in range(workers)]:
             future.result()
         began = time.perf_counter()
         for future in [pool.submit(noop_handlers.spin, iterations) for _ in range(tasks)]:
