@@ -89,6 +89,7 @@ def test_overhead_shape(run: tuple[dict[str, Any], Path]) -> None:
         "sqlite_vs_huey_sqlite",
     }
     assert positive(numbers(overhead["ratios"]))
+    assert len(overhead["huey_lost_tasks_per_round"]) == overhead["rounds"]
 
 
 def test_cpu_latency_cold_start_shape(run: tuple[dict[str, Any], Path]) -> None:
