@@ -14,7 +14,9 @@ from huey import SqliteHuey
 
 def make_huey(path: str) -> tuple[SqliteHuey, object]:
     """A Huey instance on ``path`` and its registered no-op task."""
-    huey = SqliteHuey(filename=path, fsync=True)
+    # A long busy timeout: with the default 5 s, a loaded machine makes Huey's own writes fail
+    # with "database is locked" (a lost task, or an exception from enqueue).
+    huey = SqliteHuey(filename=path, fsync=True, timeout=60)
 
     @huey.task(name="noop")
     def noop(payload: object) -> bool:

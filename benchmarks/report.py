@@ -33,8 +33,12 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
 
 def figure_rows(results: dict[str, Any]) -> list[list[str]]:
     """Headline figures of every suite: (suite, contender or figure, value)."""
-    suites = results["suites"]
-    rows: list[list[str]] = []
+    suites = {k: v for k, v in results["suites"].items() if "error" not in v}
+    rows: list[list[str]] = [
+        [name, "-", "FAILED (see latest.json)"]
+        for name, suite in results["suites"].items()
+        if "error" in suite
+    ]
     if "overhead" in suites:
         o = suites["overhead"]
         for name, rate in o["tasks_per_second_median"].items():
@@ -85,7 +89,7 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
             )
     for name in ("scheduler_precision", "cluster"):
         if name in suites:
-            rows.append([name, "-", "error" if "error" in suites[name] else "see latest.json"])
+            rows.append([name, "-", "see latest.json"])
     return rows
 
 

@@ -63,6 +63,7 @@ def main() -> None:
     out_dir = args.out if args.out is not None else None if args.quick else HERE / "results"
     facts = common.machine_facts()
     suites: dict[str, Any] = {}
+    failed: list[str] = []
     chosen = args.only or [*SUITES, *OPTIONAL_SUITES]
     for name in chosen:
         extra = ["--quick"] if args.quick else []
@@ -80,13 +81,20 @@ def main() -> None:
                 suites[name] = {"benchmark": name, "error": str(exc)}
             continue
         print(f"running {name}...", file=sys.stderr, flush=True)
-        suites[name] = run_suite(name, extra)
+        try:
+            suites[name] = run_suite(name, extra)
+        except (RuntimeError, ValueError) as exc:
+            # Keep going: one broken suite must not throw away the others' figures.
+            print(str(exc), file=sys.stderr)
+            suites[name] = {"benchmark": name, "error": str(exc)}
+            failed.append(name)
     facts["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    ok = {name: suite for name, suite in suites.items() if "error" not in suite}
     results = {
         "machine": facts,
         "quick": args.quick,
         "suites": suites,
-        "targets": targets.evaluate(suites),
+        "targets": targets.evaluate(ok),
     }
     print(json.dumps(results, indent=2))
     report.print_table(results)
@@ -94,6 +102,8 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
         (out_dir / "summary.md").write_text(report.markdown(results))
+    if failed:
+        sys.exit(f"suites failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
