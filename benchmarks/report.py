@@ -148,3 +148,36 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Figures", "", "| suite | contender | figure |", "| --- | --- | --- |"]
     lines += [f"| {' | '.join(row)} |" for row in figure_rows(results)]
     return "\n".join(lines) + "\n"
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The short table of headline ratios for the README (from one run's results)."""
+    m = results["machine"]
+    rows = [
+        row
+        for row in results["targets"]
+        if not row["target"].startswith("1M/1k") or row["met"] is False
+    ]
+    lines = [
+        f"Measured {m['date_utc'][:10]} on {m['cpu_model']} ({m['logical_cores']} cores, shared: "
+        f"load average {m['load_average'][0]} at the start), Python {m['python']}; "
+        "medians, every ratio from one run.",
+        "",
+        "| target | measured | limit | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {row['target']} | {_fmt(row['measured'], row['unit'])} | "
+        f"{row['comparison']} {_fmt(row['limit'], row['unit'])} | {_verdict(row['met'])} |"
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    print(headline(json.loads((source / "latest.json").read_text())))
