@@ -23,42 +23,44 @@ import taskengine
 from benchmarks import common, noop_handlers
 
 
-def _engine_trips(store: taskengine.stores.TaskStore, trips: int) -> list[float]:
+def _engine_trips(store: taskengine.stores.TaskStore, trips: int) -> tuple[list[float], float]:
     with taskengine.TaskEngine(store, max_total_workers=1) as engine:
         engine.register_handler("noop", "benchmarks.noop_handlers", "noop", max_worker_count=1)
         for _ in range(20):
             engine.wait(engine.create("noop", None), timeout=60)
         samples = []
+        cpu = time.process_time()
         for _ in range(trips):
             began = time.perf_counter()
             engine.wait(engine.create("noop", None), timeout=60)
             samples.append(time.perf_counter() - began)
-        return samples
+        return samples, time.process_time() - cpu
 
 
-def run_memory(trips: int) -> list[float]:
+def run_memory(trips: int) -> tuple[list[float], float]:
     return _engine_trips(taskengine.MemoryStore(), trips)
 
 
-def run_sqlite(trips: int) -> list[float]:
+def run_sqlite(trips: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         return _engine_trips(taskengine.SqliteStore(Path(tmp) / "latency.db"), trips)
 
 
-def run_ppe(trips: int) -> list[float]:
+def run_ppe(trips: int) -> tuple[list[float], float]:
     context = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         for _ in range(20):
             pool.submit(noop_handlers.noop, None).result()
         samples = []
+        cpu = time.process_time()
         for _ in range(trips):
             began = time.perf_counter()
             pool.submit(noop_handlers.noop, None).result()
             samples.append(time.perf_counter() - began)
-        return samples
+        return samples, time.process_time() - cpu
 
 
-CONTENDERS: dict[str, Callable[[int], list[float]]] = {
+CONTENDERS: dict[str, Callable[[int], tuple[list[float], float]]] = {
     "taskengine_memory": run_memory,
     "taskengine_sqlite": run_sqlite,
     "process_pool_executor": run_ppe,
@@ -77,10 +79,12 @@ def main() -> None:
     names = list(CONTENDERS)
     p50: dict[str, list[float]] = {name: [] for name in names}
     p99: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(args.rounds):
         order = names[round_index % len(names) :] + names[: round_index % len(names)]
         for name in order:
-            trips = CONTENDERS[name](args.trips)
+            trips, cpu_seconds = CONTENDERS[name](args.trips)
+            cpu[name].append(cpu_seconds / args.trips * 1e6)
             p50[name].append(common.percentile(trips, 0.50) * 1e6)
             p99[name].append(common.percentile(trips, 0.99) * 1e6)
     med50 = {k: common.median(v) for k, v in p50.items()}
@@ -95,6 +99,11 @@ def main() -> None:
             "load_average_before": load_before,
             "p50_us_median": {k: common.rounded(v) for k, v in med50.items()},
             "p99_us_median": {k: common.rounded(v) for k, v in med99.items()},
+            # CPU time of the coordinator process (every thread) per round trip: the Python
+            # work on the path, apart from waiting for the worker and the OS.
+            "coordinator_cpu_us_per_trip_median": {
+                k: common.rounded(common.median(v)) for k, v in cpu.items()
+            },
             "ratios": {
                 "memory_p50_vs_ppe_p50": common.ratio(med50["taskengine_memory"], ppe50),
                 "memory_p99_vs_ppe_p50": common.ratio(med99["taskengine_memory"], ppe50),

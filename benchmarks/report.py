@@ -53,7 +53,15 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
     if "latency" in suites:
         lat = suites["latency"]
         for name, p50 in lat["p50_us_median"].items():
-            rows.append(["latency", name, f"p50 {p50} us, p99 {lat['p99_us_median'][name]} us"])
+            cpu = lat.get("coordinator_cpu_us_per_trip_median", {}).get(name)
+            rows.append(
+                [
+                    "latency",
+                    name,
+                    f"p50 {p50} us, p99 {lat['p99_us_median'][name]} us, coordinator CPU "
+                    f"{cpu} us/trip",
+                ]
+            )
     if "latency_breakdown" in suites:
         steps = suites["latency_breakdown"]["median_us"]
         text = ", ".join(f"{k} {v}" for k, v in steps.items())

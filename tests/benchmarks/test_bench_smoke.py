@@ -103,6 +103,7 @@ def test_cpu_latency_cold_start_shape(run: tuple[dict[str, Any], Path]) -> None:
         assert positive(numbers(latency[figure]))
         assert latency[figure]["taskengine_memory"] <= latency["p99_us_median"]["taskengine_memory"]
     assert positive(numbers(latency["ratios"]))
+    assert positive(numbers(latency["coordinator_cpu_us_per_trip_median"]))
     cold = suites["cold_start"]
     assert set(cold["ms_median"]) == {
         "taskengine_memory",
