@@ -2,7 +2,8 @@
 
 Contenders (all with warm workers, each round running every contender once, round-robin):
 taskengine with MemoryStore and with SqliteStore (``create_many``, completion seen through the
-state-change callback), ``concurrent.futures.ProcessPoolExecutor``, ``multiprocessing.Pool``
+state-change callback; also SqliteStore with ``synchronous="normal"`` for reference, to show
+the share of the fsync), ``concurrent.futures.ProcessPoolExecutor``, ``multiprocessing.Pool``
 (both with the forkserver start method that taskengine uses), loky's executor, and Huey with
 SqliteHuey and a consumer of 2 worker processes (``enqueue`` one task at a time, as Huey has no
 batch enqueue; completion seen as its result count).
@@ -55,6 +56,13 @@ def run_memory(tasks: int, workers: int) -> float:
 def run_sqlite(tasks: int, workers: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         return run_engine(taskengine.SqliteStore(Path(tmp) / "bench.db"), tasks, workers)
+
+
+def run_sqlite_normal(tasks: int, workers: int) -> float:
+    """For reference, not a target: SqliteStore without the fsync of each commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = taskengine.SqliteStore(Path(tmp) / "bench.db", synchronous="normal")
+        return run_engine(store, tasks, workers)
 
 
 def _warm_executor(pool: concurrent.futures.Executor, workers: int) -> None:
@@ -168,6 +176,7 @@ HUEY_ENQUEUE_RETRIES: list[int] = []
 CONTENDERS: dict[str, Callable[[int, int], float]] = {
     "taskengine_memory": run_memory,
     "taskengine_sqlite": run_sqlite,
+    "taskengine_sqlite_normal": run_sqlite_normal,
     "process_pool_executor": run_ppe,
     "multiprocessing_pool": run_mp_pool,
     "loky": run_loky,
@@ -202,6 +211,10 @@ def main() -> None:
     if {"taskengine_sqlite", "taskengine_memory"} <= med.keys():
         ratios["sqlite_vs_memory"] = common.ratio(
             med["taskengine_sqlite"], med["taskengine_memory"]
+        )
+    if {"taskengine_sqlite_normal", "taskengine_memory"} <= med.keys():
+        ratios["sqlite_normal_vs_memory"] = common.ratio(
+            med["taskengine_sqlite_normal"], med["taskengine_memory"]
         )
     if {"taskengine_sqlite", "huey_sqlite"} <= med.keys():
         ratios["sqlite_vs_huey_sqlite"] = common.ratio(med["taskengine_sqlite"], med["huey_sqlite"])

@@ -75,6 +75,7 @@ def test_overhead_shape(run: tuple[dict[str, Any], Path]) -> None:
     contenders = {
         "taskengine_memory",
         "taskengine_sqlite",
+        "taskengine_sqlite_normal",
         "process_pool_executor",
         "multiprocessing_pool",
         "loky",
@@ -86,6 +87,7 @@ def test_overhead_shape(run: tuple[dict[str, Any], Path]) -> None:
     assert set(overhead["ratios"]) == {
         "memory_vs_process_pool_executor",
         "sqlite_vs_memory",
+        "sqlite_normal_vs_memory",
         "sqlite_vs_huey_sqlite",
     }
     assert positive(numbers(overhead["ratios"]))
