@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test pytest lint typecheck format docs clean
+.PHONY: venv demo test pytest lint typecheck format docs clean bench bench-quick
 
 venv: $(STAMP)
 
@@ -18,6 +18,16 @@ demo: $(STAMP)
 	$(BIN)/python -m taskengine demo
 
 test: lint typecheck pytest
+
+# The benchmark suite against the peers (installed here: the bench extra); writes
+# benchmarks/results/.  bench-quick is a small smoke run that writes nothing.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run_all --quick
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q

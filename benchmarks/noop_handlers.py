@@ -7,3 +7,11 @@ from typing import Any
 
 def noop(payload: Any) -> Any:
     return payload
+
+
+def spin(iterations: int) -> int:
+    """Pure-Python CPU work: a loop of ``iterations`` integer steps (holds the GIL)."""
+    total = 0
+    for i in range(iterations):
+        total = (total + i * i) % 1_000_003
+    return total

@@ -9,6 +9,7 @@ Python version: a mismatch is reported as such instead of as an obscure unpickli
 
 from __future__ import annotations
 
+import pickle
 import sys
 from typing import Any, Final
 
@@ -21,6 +22,9 @@ _CLOUDPICKLE: Final = b"c"
 _PROTOCOL: Final = 5
 _HEADER: Final = _MAGIC + _CLOUDPICKLE + bytes((sys.version_info.major, sys.version_info.minor))
 _HEADER_LEN: Final = len(_HEADER)
+#: Types that cloudpickle pickles exactly as the standard pickler does (no code, no classes by
+#: value): their blobs skip building a cloudpickle Pickler, a few microseconds per task each way.
+_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
 
 
 class BlobFormatError(ValueError):
@@ -33,6 +37,8 @@ def encode(value: Any) -> bytes:
     Raises whatever cloudpickle raises for an unpicklable value; callers turn that into the
     error their context needs (``TaskValidationError`` at ``create``, a task error in a worker).
     """
+    if type(value) in _PLAIN:
+        return _HEADER + pickle.dumps(value, protocol=_PROTOCOL)
     data: bytes = cloudpickle.dumps(value, protocol=_PROTOCOL)
     return _HEADER + data
 

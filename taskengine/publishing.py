@@ -189,7 +189,10 @@ class Publisher:
                         calls.append((spec.state_change_callback, task))
                 if task.status.is_final:
                     self._finished.add(task)
-                    until = task.date_retain_until
+                    # retain_for=0: the finishing write deleted the task, nothing to sweep
+                    # (waking the sweeper for each such task cost a thread switch and two
+                    # store reads per task).
+                    until = None if task.retain_for == 0 else task.date_retain_until
                     if until is not None and (earliest is None or until < earliest):
                         earliest = until
                     woken.extend((e, box, task) for e, box in self._waiters.pop(task.id, []))

@@ -239,8 +239,10 @@ class Reactor:
         exited: list[process.WorkerProcess] = []
         for key, _ in events:
             if key.data is None:
+                # A short read means the pipe is empty: no second read just to hit EAGAIN
+                # (a syscall and an exception on every wake-up, on the latency path).
                 with contextlib.suppress(BlockingIOError, OSError):
-                    while os.read(self._wake_r, 4096):
+                    while len(os.read(self._wake_r, 4096)) == 4096:
                         pass
                 continue
             worker, is_sentinel = key.data

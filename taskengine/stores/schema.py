@@ -215,9 +215,12 @@ def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> str:
         where.append("type = :type")
     where.append("(date_retain_until IS NULL OR date_retain_until > :now)")
     if keyset:
-        # The redundant single-column bound lets SQLite use the index range on the expression
-        # index of date_completed; a row value alone is only a filter there.
-        where.append(f"{expression} {comparison}= :value")
+        if expression not in COLUMNS:
+            # The redundant single-column bound lets SQLite use the index range on the
+            # expression index of date_completed; a row value alone is only a filter there.
+            # On a plain column the bound would win over the row value and turn the seek into
+            # a scan of every tie (a create_many batch shares one date_created).
+            where.append(f"{expression} {comparison}= :value")
         where.append(f"({expression}, id) {comparison} (:value, :after_id)")
     order = f" ORDER BY sort_key {direction}, id {direction} LIMIT :limit"
     select = f"SELECT {_SELECT_LIST}, {expression} AS sort_key FROM tasks WHERE "  # noqa: S608 -- constants only

@@ -211,3 +211,14 @@ json_like = st.recursive(
 @given(json_like)
 def test_round_trip_property(value: Any) -> None:
     assert decode(encode(value)) == value
+
+
+@pytest.mark.parametrize("value", [None, True, 0, -(2**70), 1.5, "", "text é", b"\x00bytes"])
+def test_plain_values_encode_to_the_same_blob_as_cloudpickle(value: object) -> None:
+    # The fast path for plain values must not change a single byte of the stored format.
+    import cloudpickle
+
+    blob = encode(value)
+    assert header_of(blob) == header_of(encode([]))
+    assert blob[5:] == cloudpickle.dumps(value, protocol=5)
+    assert decode(blob) == value

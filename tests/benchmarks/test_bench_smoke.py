@@ -1,0 +1,148 @@
+"""The benchmark scripts run in quick mode and print the JSON the results and README rely on.
+
+No timing is asserted (performance is measured by ``make bench``, never by tests): this only
+keeps the scripts from rotting as the engine changes.  One quick run of the whole suite
+(``benchmarks.run_all --quick``) runs every script in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run_all",
+            "--quick",
+            "--out",
+            str(out),
+            "--only",
+            "overhead",
+            "cpu_scaling",
+            "latency",
+            "latency_breakdown",
+            "cold_start",
+            "table_scale",
+            "memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout), out
+
+
+def numbers(mapping: dict[str, Any]) -> list[float]:
+    return list(mapping.values())
+
+
+def positive(values: list[Any]) -> bool:
+    return all(isinstance(v, int | float) and v > 0 for v in values)
+
+
+def test_machine_facts_and_files(run: tuple[dict[str, Any], Path]) -> None:
+    results, out = run
+    machine = results["machine"]
+    for key in ("cpu_model", "logical_cores", "python", "date_utc", "load_average"):
+        assert machine[key], key
+    assert results["quick"] is True
+    assert json.loads((out / "latest.json").read_text()) == results
+    summary = (out / "summary.md").read_text()
+    assert machine["cpu_model"] in summary
+    assert "| target |" in summary
+
+
+def test_overhead_shape(run: tuple[dict[str, Any], Path]) -> None:
+    overhead = run[0]["suites"]["overhead"]
+    contenders = {
+        "taskengine_memory",
+        "taskengine_sqlite",
+        "taskengine_sqlite_normal",
+        "process_pool_executor",
+        "multiprocessing_pool",
+        "loky",
+        "huey_sqlite",
+    }
+    assert set(overhead["tasks_per_second_median"]) == contenders
+    assert set(overhead["us_per_task_median"]) == contenders
+    assert positive(numbers(overhead["tasks_per_second_median"]))
+    assert set(overhead["ratios"]) == {
+        "memory_vs_process_pool_executor",
+        "sqlite_vs_memory",
+        "sqlite_normal_vs_memory",
+        "sqlite_vs_huey_sqlite",
+    }
+    assert positive(numbers(overhead["ratios"]))
+    assert len(overhead["huey_lost_tasks_per_round"]) == overhead["rounds"]
+
+
+def test_cpu_latency_cold_start_shape(run: tuple[dict[str, Any], Path]) -> None:
+    suites = run[0]["suites"]
+    cpu = suites["cpu_scaling"]
+    assert set(cpu["speedup"]) == {"taskengine_memory", "process_pool_executor"}
+    assert positive(numbers(cpu["speedup"]))
+    assert cpu["speedup_limit"] >= 1
+    latency = suites["latency"]
+    for figure in ("p50_us_median", "p99_us_median"):
+        assert positive(numbers(latency[figure]))
+        assert latency[figure]["taskengine_memory"] <= latency["p99_us_median"]["taskengine_memory"]
+    assert positive(numbers(latency["ratios"]))
+    assert positive(numbers(latency["coordinator_cpu_us_per_trip_median"]))
+    cold = suites["cold_start"]
+    assert set(cold["ms_median"]) == {
+        "taskengine_memory",
+        "taskengine_sqlite",
+        "process_pool_executor",
+    }
+    assert positive(numbers(cold["ms_median"]))
+
+
+def test_table_scale_and_memory_shape(run: tuple[dict[str, Any], Path]) -> None:
+    suites = run[0]["suites"]
+    scale = suites["table_scale"]
+    for part in ("small", "large"):
+        figures = scale[part]
+        for key in ("get", "query_first_page", "query_deep_page", "claim_due_8", "next_due"):
+            assert positive([figures[key]["median_us"], figures[key]["p99_us"]]), key
+        assert figures["create_tasks_per_second"] > 0
+        assert figures["rss_mib"]["final"] > 0
+    assert scale["large"]["tasks"] > scale["small"]["tasks"]
+    assert positive(numbers(scale["ratios_large_vs_small"]))
+    memory = suites["memory"]["rss_mib_median"]
+    for name in ("taskengine_memory", "taskengine_sqlite", "process_pool_executor"):
+        for phase in ("idle", "after"):
+            assert positive([memory[name][phase]["coordinator"], memory[name][phase]["worker"]])
+
+
+def test_every_target_is_evaluated(run: tuple[dict[str, Any], Path]) -> None:
+    rows = run[0]["targets"]
+    assert len(rows) >= 16
+    for row in rows:
+        assert isinstance(row["measured"], int | float), row
+        assert row["met"] in (True, False), row
+
+
+def test_latency_breakdown_shape(run: tuple[dict[str, Any], Path]) -> None:
+    breakdown = run[0]["suites"]["latency_breakdown"]
+    assert breakdown["all_steps_instrumented"] is True, "an instrumented method was renamed"
+    steps = breakdown["median_us"]
+    assert steps["total"] > 0
+    assert all(isinstance(v, int | float) for v in steps.values()), steps
