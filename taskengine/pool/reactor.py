@@ -297,7 +297,8 @@ class Reactor:
             wake = min(wake, max(now, self._store_retry_at))
         if self._planner.due_hint is not None:
             ahead = (self._planner.due_hint - self._clock.now()).total_seconds()
-            wake = min(wake, now + max(0.0, ahead))
+            # Due work waits out a store backoff like everything else (no hot loop).
+            wake = min(wake, max(now + max(0.0, ahead), self._store_retry_at))
         return max(0.0, wake - now)
 
     def _timers_of(self, worker: process.WorkerProcess) -> tuple[float | None, ...]:

@@ -1,0 +1,344 @@
+"""FAULTS 27-28: the SQLite store fails under the engine (disk full, another process's lock).
+
+The injected faults (``faulty_store.py``) fail one writer statement at a time, for every
+position k in a mixed workload, and then every statement for an outage.  The real faults use
+``PRAGMA max_page_count`` (a full disk as SQLite sees it) and a second process holding
+``BEGIN EXCLUSIVE``.  In each case: API calls raise ``StoreError`` and change nothing, internal
+transitions are held and retried with backoff, the error is logged once per outage, the engine
+keeps serving reads, and afterwards every task is in a valid stored state, none lost or left
+processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+import taskengine
+from tests.conftest import until
+from tests.faults.conftest import BASIC, FAULTY, assert_responsive, make_engine, stop_and_check
+from tests.faults.faulty_store import DISK_FULL, WRITE_SITES, FaultySqliteStore, WriteFaults
+
+Status = taskengine.TaskStatus
+T = TypeVar("T")
+OUTAGE_LOG = "task store failed"
+FINAL = {"success", "failed", "cancelled"}
+
+
+def raw(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on a fresh read-only connection (what is really stored)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def statuses(db: Path) -> dict[str, str]:
+    return dict(raw(db, "SELECT id, status FROM tasks"))  # type: ignore[arg-type]
+
+
+def integrity(db: Path) -> str:
+    return str(raw(db, "PRAGMA integrity_check")[0][0])
+
+
+def outage_logs(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if OUTAGE_LOG in r.getMessage())
+
+
+class Calls:
+    """Runs API calls that may meet the injected fault; checks a refused call changed nothing."""
+
+    def __init__(self, engine: taskengine.TaskEngine, db: Path) -> None:
+        self.engine = engine
+        self.db = db
+        self.refused: list[str] = []
+
+    def _snapshot(self, target: str | None) -> tuple[set[str], object]:
+        # The reactor changes (and deletes) other tasks meanwhile: compare only what this call
+        # may touch, new ids (creates) and the target's row (a parked or failed task).
+        ids = {row[0] for row in raw(self.db, "SELECT id FROM tasks")}
+        row = raw(self.db, "SELECT * FROM tasks WHERE id = ?", (target,)) if target else None
+        return ids, row
+
+    def __call__(self, name: str, call: Callable[[], T], target: str | None = None) -> T:
+        before = self._snapshot(target)
+        try:
+            return call()
+        except taskengine.StoreError as exc:
+            refusal = exc
+        assert DISK_FULL in str(refusal)
+        ids, row = self._snapshot(target)
+        assert not ids - before[0], f"{name} raised StoreError but stored a task"
+        assert row == before[1], f"{name} raised StoreError but changed its task"
+        self.refused.append(name)
+        return call()  # the fault fired once: the caller's retry goes through
+
+
+def workload(engine: taskengine.TaskEngine, calls: Calls, n: int) -> None:
+    """Every kind of write: creates, a batch, handler failures with retries, retry, cancel,
+    remove, zero and short retention; then check each task's end."""
+    future = {"run_at": _in(3600)}
+    kept = calls("create", lambda: engine.create("echo", n, retain_for=None))
+    batch = calls("create_many", lambda: engine.create_many("echo", [n, n + 1], retain_for=None))
+    flaky = calls(
+        "create",
+        lambda: engine.create(
+            "flaky", {"action": "raise"}, retry_count=1, retry_interval=0, retain_for=None
+        ),
+    )
+    parked = calls("create", lambda: engine.create("echo", n, retain_for=None, **future))
+    doomed = calls("create", lambda: engine.create("echo", n, retain_for=None, **future))
+    gone = calls("create", lambda: engine.create("echo", n))
+    brief = calls("create", lambda: engine.create("echo", n, retain_for=0.05))
+    assert calls("cancel", lambda: engine.cancel(parked), parked) is True
+    assert calls("remove", lambda: engine.remove(doomed), doomed) is True
+
+    for task_id in [kept, *batch]:
+        done = engine.wait(task_id, timeout=30)
+        assert done.status is Status.SUCCESS, done
+    assert engine.wait(gone, timeout=30).status is Status.SUCCESS
+    assert engine.wait(brief, timeout=30).status is Status.SUCCESS
+    failed = engine.wait(flaky, timeout=30)
+    assert failed.status is Status.FAILED, failed
+    assert failed.attempts == 2
+    assert calls("retry", lambda: engine.retry(flaky), flaky) is True
+    until(lambda: _final_attempts(engine, flaky, 3), timeout=30)
+    assert engine.get(parked).status is Status.CANCELLED  # type: ignore[union-attr]
+    assert engine.get(doomed) is None
+    assert engine.get(gone) is None
+    until(lambda: engine.get(brief) is None, timeout=30)
+
+
+def _final_attempts(engine: taskengine.TaskEngine, task_id: str, attempts: int) -> bool:
+    task = engine.get(task_id)
+    assert task is not None
+    return task.status is Status.FAILED and task.attempts == attempts
+
+
+def _in(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def assert_valid(db: Path) -> None:
+    """Nothing left processing or pending, nothing but final statuses, the file intact."""
+    assert integrity(db) == "ok"
+    left = {task_id: s for task_id, s in statuses(db).items() if s not in FINAL}
+    assert not left, left
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[tuple[taskengine.TaskEngine, WriteFaults, Path]]:
+    db = tmp_path / "tasks.db"
+    faults = WriteFaults()
+    engine = make_engine(store=FaultySqliteStore(db, faults), retry_interval=0)
+    engine.register_handler("echo", BASIC, "echo", max_worker_count=2)
+    engine.register_handler("flaky", FAULTY, "action")
+    yield engine, faults, db
+    faults.outage = False
+    faults.disarm()
+    stop_and_check(engine)
+
+
+def test_disk_full_at_every_write_statement(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAULTS 27 (injected): the k-th writer statement fails, for every k of the workload."""
+    engine, faults, db = faulty
+    calls = Calls(engine, db)
+    workload(engine, calls, 0)  # warm: workers started, the first sweep done
+    sites: set[tuple[str, str]] = set()
+    k = 0
+    with caplog.at_level(logging.WARNING, logger="taskengine"):
+        while True:
+            k += 1
+            caplog.clear()
+            faults.arm(k)
+            workload(engine, calls, k)
+            fired = list(faults.fired)
+            faults.disarm()
+            assert len(fired) <= 1
+            if not fired:
+                break  # k is past the workload's last write statement
+            sites.update(fired)
+            assert_valid(db)
+            if fired[0][0] in ("apply_and_claim", "purge_expired") or (
+                fired[0][0] == "apply" and not calls.refused
+            ):
+                assert outage_logs(caplog) <= 1  # once per outage, never per try
+            assert k < 500, "the workload never ran out of write statements"
+    covered = {site for site, _ in sites}
+    assert covered >= set(WRITE_SITES), covered
+    assert {"BEGIN", "COMMIT", "INSERT", "UPDATE", "DELETE"} <= {word for _, word in sites}
+    assert set(calls.refused) >= {"create", "create_many", "cancel", "remove", "retry"}
+    assert_responsive(engine)
+
+
+def _thread_cpu(native_id: int | None) -> float:
+    """CPU seconds used so far by one thread of this process."""
+    for thread in psutil.Process().threads():
+        if thread.id == native_id:
+            return float(thread.user_time + thread.system_time)
+    raise AssertionError(f"no thread {native_id}")
+
+
+def test_write_outage_holds_outcomes_backs_off_and_logs_once(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """FAULTS 27 (injected outage): every write fails for a while, with work due meanwhile."""
+    engine, faults, db = faulty
+    release = tmp_path / "release"
+    gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+    until(lambda: statuses(db)[gate] == "processing")
+    soon = engine.create_many(
+        "echo", list(range(5)), retain_for=None, run_at=_in(0.3)
+    )  # due during the outage, with free workers: the claims fail over and over
+    reactor = engine._reactor._thread.native_id
+    with caplog.at_level(logging.WARNING, logger="taskengine"):
+        faults.outage = True
+        cpu_before, tries_before = _thread_cpu(reactor), faults.statements
+        release.touch()  # the gated attempt ends: its outcome cannot be stored
+        began = time.monotonic()
+        with pytest.raises(taskengine.StoreError, match=DISK_FULL):
+            engine.create("echo", 1)
+        with pytest.raises(taskengine.StoreError, match=DISK_FULL):
+            engine.cancel(soon[0])
+        # Reads are served throughout.
+        until(lambda: time.monotonic() - began > 2.5, timeout=10)
+        assert engine.get(gate).status is Status.PROCESSING  # type: ignore[union-attr]
+        assert len(engine.query(task_type="echo", page_size=100).entities) == 5
+        cpu, tries = _thread_cpu(reactor) - cpu_before, faults.statements - tries_before
+        faults.outage = False
+        assert outage_logs(caplog) == 1, [r.getMessage() for r in caplog.records]
+        # Backoff, not a hot loop: few store tries, and the reactor mostly sleeps.
+        assert tries < 40, tries
+        assert cpu < 0.5, cpu
+        assert engine.wait(gate, timeout=30).status is Status.SUCCESS
+        for task_id in soon:
+            assert engine.wait(task_id, timeout=30).status is Status.SUCCESS
+        until(lambda: any("writable again" in r.getMessage() for r in caplog.records))
+    assert_valid(db)
+    assert_responsive(engine)
+
+
+def test_a_real_full_database_holds_outcomes_until_space_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAULTS 27 (real SQLITE_FULL): ``PRAGMA max_page_count`` caps the file at its size."""
+    db = tmp_path / "tasks.db"
+    store = taskengine.SqliteStore(db)
+    engine = make_engine(store=store, retry_interval=0)
+    big = [bytes([n]) * 300_000 for n in range(3)]
+    try:
+        ids = engine.create_many("big", big, retain_for=None)  # no handler yet: they wait
+
+        def cap(pages: int) -> None:
+            with store._write_lock:  # the writer connection is the store's to use
+                assert store._writer is not None
+                store._writer.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+        cap(raw(db, "PRAGMA page_count")[0][0])
+        refused = None
+        for _ in range(20):  # free pages inside the file may take a few more rows first
+            try:
+                engine.create("ballast", big[0])
+            except taskengine.StoreError as exc:
+                refused = exc
+                break
+        assert refused is not None
+        assert DISK_FULL in str(refused)
+        stored = statuses(db)
+        with caplog.at_level(logging.WARNING, logger="taskengine"):
+            engine.register_handler("big", BASIC, "echo", max_worker_count=3)
+            until(lambda: outage_logs(caplog) >= 1)  # a 300 kB result does not fit
+            assert all(engine.get(t).status is not Status.SUCCESS for t in ids)  # type: ignore[union-attr]
+            assert statuses(db) == {**stored, **{t: statuses(db)[t] for t in ids}}
+            cap(1_000_000_000)  # space returns
+            for task_id, payload in zip(ids, big, strict=True):
+                done = engine.wait(task_id, timeout=30)
+                assert done.status is Status.SUCCESS
+                assert done.result == payload
+            assert outage_logs(caplog) == 1
+        assert integrity(db) == "ok"
+        assert not {t: s for t, s in statuses(db).items() if s == "processing"}
+        assert_responsive(engine)
+    finally:
+        stop_and_check(engine)
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def test_database_locked_by_another_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAULTS 28: another process holds BEGIN EXCLUSIVE for a few seconds."""
+    db = tmp_path / "tasks.db"
+    engine = make_engine(store=taskengine.SqliteStore(db, busy_timeout=0.5), retry_interval=0)
+    release = tmp_path / "release"
+    holder = None
+    try:
+        engine.register_handler("flaky", FAULTY, "action")
+        engine.register_handler("echo", BASIC, "echo", max_worker_count=2)
+        gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+        soon = engine.create_many("echo", [1, 2, 3], retain_for=None, run_at=_in(0.3))
+        until(lambda: statuses(db)[gate] == "processing")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline().strip() == "locked"
+        reactor = engine._reactor._thread.native_id
+        with caplog.at_level(logging.WARNING, logger="taskengine"):
+            cpu_before = _thread_cpu(reactor)
+            release.touch()  # its outcome meets the lock
+            began = time.monotonic()
+            with pytest.raises(taskengine.StoreError, match="locked"):
+                engine.create("echo", 9)
+            assert time.monotonic() - began >= 0.45  # the busy timeout was waited for
+            with pytest.raises(taskengine.StoreError, match="locked"):
+                engine.cancel(soon[0])
+            until(lambda: time.monotonic() - began > 3.0, timeout=10)
+            # Reads are served (WAL), and the held outcome is not stored yet.
+            assert engine.get(gate).status is Status.PROCESSING  # type: ignore[union-attr]
+            assert len(engine.query(task_type="echo").entities) == 3
+            assert outage_logs(caplog) == 1, [r.getMessage() for r in caplog.records]
+            assert _thread_cpu(reactor) - cpu_before < 0.5
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.wait(timeout=30) == 0
+            assert engine.wait(gate, timeout=30).status is Status.SUCCESS
+            for task_id in soon:
+                assert engine.wait(task_id, timeout=30).status is Status.SUCCESS
+        assert_valid(db)
+        assert len(statuses(db)) == 4  # the refused create stored nothing
+        assert_responsive(engine)
+    finally:
+        if holder is not None:
+            if holder.poll() is None:
+                holder.kill()
+            holder.communicate(timeout=30)  # reaps it and closes its pipes
+        stop_and_check(engine)
