@@ -110,6 +110,18 @@ def test_from_json_not_an_object(value: Any) -> None:
         taskengine.BackgroundTask.from_json(value)
 
 
+@given(st.integers(1, 3000), st.sampled_from(["cause", "error"]))
+def test_from_json_deeply_nested_error(depth: int, where: str) -> None:
+    error: dict[str, Any] = {"type": "E", "message": "m", "traceback": None, "cause": None}
+    for _ in range(depth):
+        error = {"type": "E", "message": "m", "traceback": None, "cause": error}
+    data = dict(VALID, status="failed", error=error)
+    try:
+        taskengine.BackgroundTask.from_json(data)
+    except taskengine.TaskValidationError as exc:
+        _refused("error", exc)
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -119,3 +131,12 @@ def test_sqlite_store_refuses_an_unhashable_synchronous() -> None:
     """Regression: ``synchronous=[]`` raised TypeError (unhashable) from the lookup."""
     with pytest.raises(taskengine.TaskValidationError, match="synchronous"):
         taskengine.SqliteStore("unused.db", synchronous=[])  # type: ignore[arg-type]
+
+
+def test_from_json_refuses_a_cause_chain_deeper_than_the_limit() -> None:
+    """Regression: a 5000-deep ``cause`` chain raised RecursionError."""
+    error: dict[str, Any] = {"type": "E", "message": "m", "traceback": None, "cause": None}
+    for _ in range(5000):
+        error = {"type": "E", "message": "m", "traceback": None, "cause": error}
+    with pytest.raises(taskengine.TaskValidationError, match="nested deeper"):
+        taskengine.BackgroundTask.from_json(dict(VALID, status="failed", error=error))
