@@ -392,6 +392,10 @@ class TaskEngine:
 
     def _visible(self, task_id: object) -> models.BackgroundTask | None:
         checked = validation.check_task_id(task_id)
+        try:
+            checked.encode()
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: no store can hold such an id (SQL text is UTF-8)
         task = self._store.get(checked)
         if task is None or not transitions.is_visible(task, self._clock.now()):
             return None
