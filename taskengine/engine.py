@@ -114,7 +114,8 @@ class TaskEngine:
                 "start_method", start_method, "not available on this platform"
             )
         max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
-        assert max_bytes is not None
+        if max_bytes is None:
+            raise errors.TaskValidationError("max_payload_bytes", None, "expected an int >= 1")
         self._max_payload = max_bytes
         self._store: base.TaskStore = MemoryStore() if store is None else store
         self._store.open()

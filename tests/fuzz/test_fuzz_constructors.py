@@ -140,3 +140,9 @@ def test_from_json_refuses_a_cause_chain_deeper_than_the_limit() -> None:
         error = {"type": "E", "message": "m", "traceback": None, "cause": error}
     with pytest.raises(taskengine.TaskValidationError, match="nested deeper"):
         taskengine.BackgroundTask.from_json(dict(VALID, status="failed", error=error))
+
+
+def test_engine_refuses_max_payload_bytes_none() -> None:
+    """Regression: ``max_payload_bytes=None`` failed an internal assert (AssertionError)."""
+    with pytest.raises(taskengine.TaskValidationError, match="max_payload_bytes"):
+        taskengine.TaskEngine(max_payload_bytes=None)  # type: ignore[arg-type]
