@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test pytest lint typecheck format clean
+.PHONY: venv demo test pytest lint typecheck format clean soak
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format taskengine tests benchmarks
 	$(BIN)/ruff check --fix taskengine tests benchmarks
+
+# The long reliability runs (not in CI): the crash soak with 200 SIGKILLs, then the property
+# and fuzz suites with the long hypothesis profile.  SOAK_KILLS and SOAK_SEED tune the soak.
+SOAK_KILLS ?= 200
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.crash_soak --kills $(SOAK_KILLS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -q tests/properties tests/fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict taskengine
