@@ -253,7 +253,11 @@ class Reactor:
         else:
             self._stop_step()
             self._flush()
-        return self._stop_deadline is not None and not any(True for _ in self._workers())
+        return (
+            self._stop_deadline is not None
+            and not any(True for _ in self._workers())
+            and self._nothing_held()
+        )
 
     def _watch(self, worker: process.WorkerProcess) -> None:
         self._selector.register(worker.conn_fd, selectors.EVENT_READ, (worker, False))
@@ -657,6 +661,30 @@ class Reactor:
             self._store_failed(f"storing {len(batch)} outcome(s)")
             return
         self._store_ok()
+
+    def _nothing_held(self) -> bool:
+        """While stopping: whether no outcome is held back by a store error any more.
+
+        At the stop deadline it gives up: the outcomes still held are logged, and their tasks
+        keep their last stored state (a durable store's next start counts them as crashed).
+        """
+        assert self._stop_deadline is not None
+        if not self._batch:
+            return True
+        if time.monotonic() < self._stop_deadline:
+            return False
+        held = sorted(
+            {w.task.id if isinstance(w, base.Update) else w.task_id for w in self._writes()}
+        )
+        log.error(
+            "stopping with %d outcome(s) the task store did not take, for task(s) %s",
+            len(held),
+            ", ".join(held),
+        )
+        return True
+
+    def _writes(self) -> list[base.Write]:
+        return [change.write for change in self._batch]
 
     def _store_ok(self) -> None:
         if self._store_backoff:

@@ -39,6 +39,7 @@ class WriteFaults:
         self._lock = threading.Lock()
         self._count = 0
         self._fail_at: int | None = None
+        self._match: tuple[str, str] | None = None
         self.outage = False
         self.statements = 0  # every statement counted, failed or not
         self.fired: list[tuple[str, str]] = []  # (write site, first SQL word)
@@ -50,10 +51,18 @@ class WriteFaults:
             self._fail_at = k
             self.fired = []
 
+    def arm_match(self, site: str, word: str) -> None:
+        """Fail the next statement starting with ``word`` run by the write method ``site``."""
+        with self._lock:
+            self._fail_at = None
+            self._match = (site, word)
+            self.fired = []
+
     def disarm(self) -> None:
         """Fail nothing (unless ``outage`` is on)."""
         with self._lock:
             self._fail_at = None
+            self._match = None
 
     def check(self, sql: str) -> None:
         """Raise the disk-full error if this statement is one that fails."""
@@ -63,9 +72,12 @@ class WriteFaults:
         with self._lock:
             self._count += 1
             self.statements += 1
-            if not self.outage and self._count != self._fail_at:
+            site = _site()
+            if self._match == (site, word):
+                self._match = None
+            elif not self.outage and self._count != self._fail_at:
                 return
-            self.fired.append((_site(), word))
+            self.fired.append((site, word))
         raise sqlite3.OperationalError(DISK_FULL)
 
 

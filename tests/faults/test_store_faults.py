@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,13 @@ Status = taskengine.TaskStatus
 T = TypeVar("T")
 OUTAGE_LOG = "task store failed"
 FINAL = {"success", "failed", "cancelled"}
+#: Every kind of statement each write method of SqliteStore runs in its transaction.
+EVERY_STATEMENT = [
+    *(("insert_many", word) for word in ("BEGIN", "SELECT", "INSERT", "COMMIT")),
+    *(("apply", word) for word in ("BEGIN", "UPDATE", "DELETE", "COMMIT")),
+    *(("apply_and_claim", word) for word in ("BEGIN", "UPDATE", "DELETE", "SELECT", "COMMIT")),
+    *(("purge_expired", word) for word in ("BEGIN", "DELETE", "COMMIT")),
+]
 
 
 def raw(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -101,10 +109,14 @@ def workload(engine: taskengine.TaskEngine, calls: Calls, n: int) -> None:
     doomed = calls("create", lambda: engine.create("echo", n, retain_for=None, **future))
     gone = calls("create", lambda: engine.create("echo", n))
     brief = calls("create", lambda: engine.create("echo", n, retain_for=0.05))
+    key = f"key-{n}-{time.monotonic_ns()}"
+    keyed = calls("create", lambda: engine.create("echo", n, retain_for=None, idempotency_key=key))
+    again = calls("create", lambda: engine.create("echo", n, idempotency_key=key))
+    assert again == keyed
     assert calls("cancel", lambda: engine.cancel(parked), parked) is True
     assert calls("remove", lambda: engine.remove(doomed), doomed) is True
 
-    for task_id in [kept, *batch]:
+    for task_id in [kept, keyed, *batch]:
         done = engine.wait(task_id, timeout=30)
         assert done.status is Status.SUCCESS, done
     assert engine.wait(gone, timeout=30).status is Status.SUCCESS
@@ -177,9 +189,17 @@ def test_disk_full_at_every_write_statement(
             ):
                 assert outage_logs(caplog) <= 1  # once per outage, never per try
             assert k < 500, "the workload never ran out of write statements"
-    covered = {site for site, _ in sites}
-    assert covered >= set(WRITE_SITES), covered
-    assert {"BEGIN", "COMMIT", "INSERT", "UPDATE", "DELETE"} <= {word for _, word in sites}
+        # Timing moves statements between positions: aim at each write site's statements
+        # that no position hit this time.
+        for site, word in sorted(set(EVERY_STATEMENT) - sites):
+            faults.arm_match(site, word)
+            workload(engine, calls, k)
+            k += 1
+            sites.update(faults.fired)
+            faults.disarm()
+            assert_valid(db)
+    assert sites >= set(EVERY_STATEMENT), set(EVERY_STATEMENT) - sites
+    assert {site for site, _ in sites} >= set(WRITE_SITES)
     assert set(calls.refused) >= {"create", "create_many", "cancel", "remove", "retry"}
     assert_responsive(engine)
 
@@ -342,3 +362,54 @@ def test_database_locked_by_another_process(
                 holder.kill()
             holder.communicate(timeout=30)  # reaps it and closes its pipes
         stop_and_check(engine)
+
+
+def test_stop_during_an_outage_retries_held_outcomes_until_its_timeout(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path], tmp_path: Path
+) -> None:
+    """An outcome held by an outage is stored if the outage ends before stop's timeout."""
+    engine, faults, db = faulty
+    release = tmp_path / "release"
+    gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+    until(lambda: statuses(db)[gate] == "processing")
+    faults.outage = True
+    release.touch()
+    until(lambda: faults.fired)  # the outcome arrived and could not be stored
+    healer = threading.Timer(1.0, lambda: setattr(faults, "outage", False))
+    healer.start()
+    began = time.monotonic()
+    engine.stop(timeout=8)
+    healer.join()
+    assert time.monotonic() - began < 8 + 3
+    assert statuses(db)[gate] == "success"
+
+
+def test_stop_during_a_long_outage_returns_in_time_and_names_what_it_could_not_store(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The task keeps its last stored state; the next start counts the attempt as crashed."""
+    engine, faults, db = faulty
+    release = tmp_path / "release"
+    gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+    until(lambda: statuses(db)[gate] == "processing")
+    faults.outage = True
+    release.touch()
+    until(lambda: faults.fired)
+    began = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="taskengine"):
+        engine.stop(timeout=1)
+    assert time.monotonic() - began < 1 + 3
+    assert any(gate in r.getMessage() for r in caplog.records), caplog.text
+    faults.outage = False
+    assert statuses(db)[gate] == "processing"
+    again = make_engine(store=taskengine.SqliteStore(db))
+    try:
+        task = again.get(gate)
+        assert task is not None
+        assert task.status is Status.PENDING
+        assert task.error is not None
+        assert task.error.type == "WorkerCrashedError"
+    finally:
+        stop_and_check(again)
