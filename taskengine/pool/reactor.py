@@ -677,7 +677,7 @@ class Reactor:
             {w.task.id if isinstance(w, base.Update) else w.task_id for w in self._writes()}
         )
         log.error(
-            "stopping with %d outcome(s) the task store did not take, for task(s) %s",
+            "stopping with the outcomes of %d task(s) the task store did not take: %s",
             len(held),
             ", ".join(held),
         )
