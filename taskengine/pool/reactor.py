@@ -94,6 +94,7 @@ class Reactor:
         self._batch: list[writer.Change] = []
         self._store_retry_at = 0.0
         self._store_backoff = 0.0
+        self._unsure = False  # a commit raised: it may have landed all the same (FAULTS 30)
         self._dirty = True
         self._next_poll = 0.0
         self._stop_deadline: float | None = None
@@ -571,7 +572,7 @@ class Reactor:
             return
         batch, self._batch = self._batch, []
         try:
-            _, claimed = self._writer.commit(
+            applied, claimed = self._writer.commit(
                 batch,
                 [(task_type, len(slots)) for task_type, slots in plan],
                 now,
@@ -579,6 +580,7 @@ class Reactor:
             )
         except errors.StoreError:
             self._batch = batch + self._batch
+            self._unsure = True
             self._store_failed(f"storing {len(batch)} outcome(s) and claiming due tasks")
             return
         self._store_ok()
@@ -597,6 +599,8 @@ class Reactor:
             self._dirty = True
         if any(c.task is not None and c.task.status is Status.PENDING for c in batch):
             self._dirty = True  # a retry or a hand-back may be due sooner than the hint
+        if self._unsure:
+            self._reconcile(batch, applied)
 
     def _start_worker(self, each: pool.WorkerPool) -> process.WorkerProcess | None:
         try:
@@ -655,12 +659,49 @@ class Reactor:
             return
         batch, self._batch = self._batch, []
         try:
-            self._writer.apply(batch)
+            applied = self._writer.apply(batch)
         except errors.StoreError:
             self._batch = batch + self._batch
+            self._unsure = True
             self._store_failed(f"storing {len(batch)} outcome(s)")
             return
         self._store_ok()
+        if self._unsure:
+            self._reconcile(batch, applied)
+
+    def _reconcile(self, batch: list[writer.Change], applied: list[bool]) -> None:
+        """After a commit that raised, find what it stored all the same (FAULTS 30).
+
+        Its outcomes, written again, fail their fence: those the store holds are announced.
+        Its claims reached no worker: tasks this node holds in processing that no worker runs
+        are handed back uncounted.  A store error here leaves the check for the next commit.
+        """
+        try:
+            landed = [
+                change
+                for change, ok in zip(batch, applied, strict=True)
+                if not ok and change.task is not None and self._landed(change.task)
+            ]
+            held = {task.id for worker in self._workers() for task in worker.queue}
+            held.update(change.task.id for change in self._batch if change.task is not None)
+            stranded = [
+                task
+                for task in self._store.processing()
+                if task.node_identity == self._node and task.id not in held
+            ]
+        except errors.StoreError:
+            return
+        self._unsure = False
+        self._writer.announce(landed)
+        for task in stranded:
+            log.warning("task %s was claimed by a commit that reported an error; released", task.id)
+            self._release(task)
+            self._dirty = True
+
+    def _landed(self, task: models.BackgroundTask) -> bool:
+        stored = self._store.get(task.id)
+        deleted = task.status.is_final and task.retain_for == 0  # see writer.change_for
+        return stored is None if deleted else stored == task
 
     def _nothing_held(self) -> bool:
         """While stopping: whether no outcome is held back by a store error any more.

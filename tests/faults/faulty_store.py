@@ -40,6 +40,7 @@ class WriteFaults:
         self._count = 0
         self._fail_at: int | None = None
         self._match: tuple[str, str] | None = None
+        self.after = False  # the matched statement runs, then the error is raised (ambiguous)
         self.outage = False
         self.statements = 0  # every statement counted, failed or not
         self.fired: list[tuple[str, str]] = []  # (write site, first SQL word)
@@ -51,11 +52,16 @@ class WriteFaults:
             self._fail_at = k
             self.fired = []
 
-    def arm_match(self, site: str, word: str) -> None:
-        """Fail the next statement starting with ``word`` run by the write method ``site``."""
+    def arm_match(self, site: str, word: str, *, after: bool = False) -> None:
+        """Fail the next statement starting with ``word`` run by the write method ``site``.
+
+        With ``after``, the statement runs first and the error comes after it: a ``COMMIT``
+        that committed but reported a failure (FAULTS 30, the ambiguous commit).
+        """
         with self._lock:
             self._fail_at = None
             self._match = (site, word)
+            self.after = after
             self.fired = []
 
     def disarm(self) -> None:
@@ -63,15 +69,18 @@ class WriteFaults:
         with self._lock:
             self._fail_at = None
             self._match = None
+            self.after = False
 
-    def check(self, sql: str) -> None:
-        """Raise the disk-full error if this statement is one that fails."""
+    def check(self, sql: str, *, ran: bool = False) -> None:
+        """Raise the disk-full error if this statement is one that fails (``ran``: the check
+        after the statement ran, which fails only an ``after`` match)."""
         word = sql.split(None, 1)[0].upper() if sql.strip() else ""
-        if word == "ROLLBACK":
+        if word == "ROLLBACK" or ran != self.after or (ran and self._match is None):
             return
         with self._lock:
-            self._count += 1
-            self.statements += 1
+            if not ran:
+                self._count += 1
+                self.statements += 1
             site = _site()
             if self._match == (site, word):
                 self._match = None
@@ -90,7 +99,9 @@ class FaultyConnection:
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         self._faults.check(sql)
-        return self._conn.execute(sql, *args)
+        cursor = self._conn.execute(sql, *args)
+        self._faults.check(sql, ran=True)
+        return cursor
 
     def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
         self._faults.check(sql)

@@ -429,3 +429,45 @@ def test_stop_during_a_long_outage_returns_in_time_and_names_what_it_could_not_s
         assert task.error.type == "WorkerCrashedError"
     finally:
         stop_and_check(again)
+
+
+# -- FAULTS 30: a commit that committed but reported a failure --------------------------------
+
+
+def test_ambiguous_claim_commit_does_not_strand_the_task(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path],
+) -> None:
+    """The claim committed, the reactor saw an error: the claimed task must still run."""
+    engine, faults, db = faulty
+    assert engine.wait(engine.create("echo", 0), timeout=30).status is Status.SUCCESS
+    faults.arm_match("apply_and_claim", "COMMIT", after=True)
+    task_id = engine.create("echo", 1, retain_for=None)
+    done = engine.wait(task_id, timeout=30)
+    assert faults.fired == [("apply_and_claim", "COMMIT")]
+    assert done.status is Status.SUCCESS
+    assert done.attempts == 1  # the stranded claim was handed back uncounted
+    assert_valid(db)
+
+
+def test_ambiguous_outcome_commit_is_announced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outcome committed, the reactor saw an error: callbacks and wait must still see it."""
+    db = tmp_path / "tasks.db"
+    faults = WriteFaults()
+    engine = make_engine(store=FaultySqliteStore(db, faults), retry_interval=0)
+    seen: list[taskengine.BackgroundTask] = []
+    release = tmp_path / "release"
+    try:
+        engine.register_handler("flaky", FAULTY, "action", seen.append)
+        gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+        until(lambda: statuses(db)[gate] == "processing")
+        faults.arm_match("apply_and_claim", "COMMIT", after=True)
+        release.touch()
+        done = engine.wait(gate, timeout=30)
+        assert faults.fired == [("apply_and_claim", "COMMIT")]
+        assert done.status is Status.SUCCESS
+        until(lambda: [t.status for t in seen] == [Status.PROCESSING, Status.SUCCESS])
+        assert_valid(db)
+    finally:
+        stop_and_check(engine)
