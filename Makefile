@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test pytest lint typecheck format docs clean bench bench-quick
+.PHONY: venv demo test pytest lint typecheck format docs clean bench bench-quick soak
 
 venv: $(STAMP)
 
@@ -39,6 +39,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format taskengine tests benchmarks examples
 	$(BIN)/ruff check --fix taskengine tests benchmarks examples
+
+# The long reliability runs (not in CI): the crash soak with 200 SIGKILLs, then the property
+# and fuzz suites with the long hypothesis profile.  SOAK_KILLS and SOAK_SEED tune the soak.
+SOAK_KILLS ?= 200
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.crash_soak --kills $(SOAK_KILLS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -q tests/properties tests/fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict taskengine

@@ -124,7 +124,8 @@ class TaskEngine:
                 "start_method", start_method, "not available on this platform"
             )
         max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
-        assert max_bytes is not None
+        if max_bytes is None:
+            raise errors.TaskValidationError("max_payload_bytes", None, "expected an int >= 1")
         self._max_payload = max_bytes
         self._execution = execution
         if not isinstance(execution, str) or execution not in EXECUTION_MODES:
@@ -477,6 +478,10 @@ class TaskEngine:
 
     def _visible(self, task_id: object) -> models.BackgroundTask | None:
         checked = validation.check_task_id(task_id)
+        try:
+            checked.encode()
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: no store can hold such an id (SQL text is UTF-8)
         task = self._store.get(checked)
         if task is None or not transitions.is_visible(task, self._clock.now()):
             return None

@@ -62,8 +62,17 @@ def error_to_json(error: models.TaskError) -> dict[str, Any]:
     }
 
 
-def error_from_json(data: object, field: str = "error") -> models.TaskError:
+#: Deepest ``cause`` chain ``error_from_json`` accepts (the engine itself writes at most
+#: ``models.MAX_CAUSE_DEPTH + 1`` levels); deeper input is refused, never a RecursionError.
+MAX_JSON_CAUSE_DEPTH = 100
+
+
+def error_from_json(data: object, field: str = "error", _depth: int = 0) -> models.TaskError:
     """Build a ``TaskError`` from its JSON form."""
+    if _depth > MAX_JSON_CAUSE_DEPTH:
+        raise errors.TaskValidationError(
+            field, "<nested>", f"causes nested deeper than {MAX_JSON_CAUSE_DEPTH}"
+        )
     if not isinstance(data, dict):
         raise errors.TaskValidationError(field, data, "expected an object")
     kind, message, tb = data.get("type"), data.get("message"), data.get("traceback")
@@ -76,7 +85,7 @@ def error_from_json(data: object, field: str = "error") -> models.TaskError:
         type=kind,
         message=message,
         traceback=tb,
-        cause=None if cause is None else error_from_json(cause, f"{field}.cause"),
+        cause=None if cause is None else error_from_json(cause, f"{field}.cause", _depth + 1),
     )
 
 

@@ -68,6 +68,12 @@ class TaskWriter:
             self._announce(changes, applied, [])
         return applied
 
+    def announce(self, changes: Sequence[Change]) -> None:
+        """Announce changes already stored by a write whose commit reported an error."""
+        if changes:
+            with self._lock:
+                self._announce(changes, [True] * len(changes), [])
+
     def commit(
         self,
         changes: Sequence[Change],

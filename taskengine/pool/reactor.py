@@ -94,6 +94,7 @@ class Reactor:
         self._batch: list[writer.Change] = []
         self._store_retry_at = 0.0
         self._store_backoff = 0.0
+        self._unsure = False  # a commit raised: it may have landed all the same (FAULTS 30)
         self._dirty = True
         self._next_poll = 0.0
         self._stop_deadline: float | None = None
@@ -262,7 +263,11 @@ class Reactor:
         else:
             self._stop_step()
             self._flush()
-        return self._stop_deadline is not None and not any(True for _ in self._workers())
+        return (
+            self._stop_deadline is not None
+            and not any(True for _ in self._workers())
+            and self._nothing_held()
+        )
 
     def _watch(self, worker: process.WorkerProcess) -> None:
         self._selector.register(worker.conn_fd, selectors.EVENT_READ, (worker, False))
@@ -306,7 +311,8 @@ class Reactor:
             wake = min(wake, max(now, self._store_retry_at))
         if self._planner.due_hint is not None:
             ahead = (self._planner.due_hint - self._clock.now()).total_seconds()
-            wake = min(wake, now + max(0.0, ahead))
+            # Due work waits out a store backoff like everything else (no hot loop).
+            wake = min(wake, max(now + max(0.0, ahead), self._store_retry_at))
         return max(0.0, wake - now)
 
     def _timers_of(self, worker: process.WorkerProcess) -> tuple[float | None, ...]:
@@ -603,7 +609,7 @@ class Reactor:
             return
         batch, self._batch = self._batch, []
         try:
-            _, claimed = self._writer.commit(
+            applied, claimed = self._writer.commit(
                 batch,
                 [(task_type, len(slots)) for task_type, slots in plan],
                 now,
@@ -611,6 +617,7 @@ class Reactor:
             )
         except errors.StoreError:
             self._batch = batch + self._batch
+            self._unsure = True
             self._store_failed(f"storing {len(batch)} outcome(s) and claiming due tasks")
             return
         self._store_ok()
@@ -629,6 +636,8 @@ class Reactor:
             self._dirty = True
         if any(c.task is not None and c.task.status is Status.PENDING for c in batch):
             self._dirty = True  # a retry or a hand-back may be due sooner than the hint
+        if self._unsure:
+            self._reconcile(batch, applied)
 
     def _start_worker(self, each: pool.WorkerPool) -> process.WorkerProcess | None:
         try:
@@ -691,12 +700,73 @@ class Reactor:
             return
         batch, self._batch = self._batch, []
         try:
-            self._writer.apply(batch)
+            applied = self._writer.apply(batch)
         except errors.StoreError:
             self._batch = batch + self._batch
+            self._unsure = True
             self._store_failed(f"storing {len(batch)} outcome(s)")
             return
         self._store_ok()
+        if self._unsure:
+            self._reconcile(batch, applied)
+
+    def _reconcile(self, batch: list[writer.Change], applied: list[bool]) -> None:
+        """After a commit that raised, find what it stored all the same (FAULTS 30).
+
+        Its outcomes, written again, fail their fence: those the store holds are announced.
+        Its claims reached no worker: tasks this node holds in processing that no worker runs
+        are handed back uncounted.  A store error here leaves the check for the next commit.
+        """
+        try:
+            landed = [
+                change
+                for change, ok in zip(batch, applied, strict=True)
+                if not ok and change.task is not None and self._landed(change.task)
+            ]
+            held = {task.id for worker in self._workers() for task in worker.queue}
+            held.update(change.task.id for change in self._batch if change.task is not None)
+            stranded = [
+                task
+                for task in self._store.processing()
+                if task.node_identity == self._node and task.id not in held
+            ]
+        except errors.StoreError:
+            return
+        self._unsure = False
+        self._writer.announce(landed)
+        for task in stranded:
+            log.warning("task %s was claimed by a commit that reported an error; released", task.id)
+            self._release(task)
+            self._dirty = True
+
+    def _landed(self, task: models.BackgroundTask) -> bool:
+        stored = self._store.get(task.id)
+        deleted = task.status.is_final and task.retain_for == 0  # see writer.change_for
+        return stored is None if deleted else stored == task
+
+    def _nothing_held(self) -> bool:
+        """While stopping: whether no outcome is held back by a store error any more.
+
+        At the stop deadline it gives up: the outcomes still held are logged, and their tasks
+        keep their last stored state (a durable store's next start counts them as crashed).
+        """
+        assert self._stop_deadline is not None
+        if not self._batch:
+            return True
+        if time.monotonic() < self._stop_deadline:
+            return False
+        held = sorted(
+            {w.task.id if isinstance(w, base.Update) else w.task_id for w in self._writes()}
+        )
+        log.error(
+            "stopping with the outcomes of %d task(s) the task store did not take: %s",
+            len(held),
+            ", ".join(held),
+        )
+        return True
+
+    def _writes(self) -> list[base.Write]:
+        return [change.write for change in self._batch]
 
     def _store_ok(self) -> None:
         if self._store_backoff:

@@ -83,7 +83,7 @@ class SqliteStore:
             raise errors.TaskValidationError("path", path, "expected a file path") from exc
         if not isinstance(text, str) or not text or "\0" in text:
             raise errors.TaskValidationError("path", path, "expected a non-empty file path")
-        if synchronous not in _SYNCHRONOUS:
+        if not isinstance(synchronous, str) or synchronous not in _SYNCHRONOUS:
             raise errors.TaskValidationError("synchronous", synchronous, "expected full or normal")
         if (
             isinstance(busy_timeout, bool)
