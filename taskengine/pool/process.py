@@ -72,6 +72,9 @@ class WorkerProcess:
         # Attempts sent to this worker, in order: the first is running (or about to, while the
         # worker starts); the rest are prefetched and have not started.
         self.queue: collections.deque[models.BackgroundTask] = collections.deque()
+        # How many attempts at the front of ``queue`` were sent; the rest wait here until the
+        # bytes in the pipe allow them (``Reactor._send_queued``).
+        self.sent = 0
         self.assigned = 0
         self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None

@@ -53,6 +53,11 @@ STORE_RETRY_FIRST: Final = 0.05
 STORE_RETRY_MAX: Final = 5.0
 
 
+def _run_bytes(task: models.BackgroundTask) -> int:
+    """About how many bytes the Run message of ``task`` puts in a worker's pipe."""
+    return len(task.payload_blob) + pool.RUN_OVERHEAD_BYTES
+
+
 def _readable(fd: int) -> bool:
     """Whether ``fd`` has data (or EOF) right now, without blocking."""
     try:
@@ -363,13 +368,6 @@ class Reactor:
             worker.ready = True
             each.start_succeeded()
             if worker.state is State.STARTING:
-                pending = list(worker.queue)
-                for index, queued in enumerate(pending):
-                    if not self._send_run(worker, queued):
-                        for unsent in pending[index + 1 :]:  # never reached the worker either
-                            worker.queue.remove(unsent)
-                            self._release(unsent)
-                        return
                 self._begin_head(worker, each)
         elif isinstance(message, messages.Done):
             self._on_done(worker, each, message)
@@ -434,6 +432,7 @@ class Reactor:
             worker.kill(Reason.STOP)
             return
         worker.queue.popleft()
+        worker.sent -= 1
         each.record_run_time(done.run_seconds)
         worker.tasks_done += 1
         each.tasks_done += 1
@@ -454,6 +453,8 @@ class Reactor:
 
     def _begin_head(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> None:
         """The worker starts the first attempt of its queue now, or becomes idle."""
+        if not self._send_queued(worker):
+            return  # the pipe is broken: the unsent attempts went back, the exit is on its way
         head = worker.task
         if head is None:
             worker.state = State.IDLE
@@ -475,6 +476,7 @@ class Reactor:
         """Hand back the prefetched attempts of a worker that will not run them."""
         while worker.queue:
             self._release(worker.queue.popleft())
+        worker.sent = 0
 
     def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
         spec = each.spec
@@ -516,6 +518,8 @@ class Reactor:
         self._dirty = True
         if not worker.ready and worker.kill_reason in (None, Reason.START_TIMEOUT):
             each.start_failed()
+        if worker.queue and worker.ready and worker.sent == 0:
+            self._release_queued(worker)  # none of them reached the worker: nothing ran
         if worker.queue:
             task = worker.queue.popleft()
             each.crashes += 1
@@ -659,22 +663,35 @@ class Reactor:
         worker.assigned += 1
         if worker.state is State.STARTING:
             return
-        if self._send_run(worker, task) and len(worker.queue) == 1:
+        if len(worker.queue) == 1:
             self._begin_head(worker, self._pools[worker.config.task_type])
+        else:
+            self._send_queued(worker)
 
-    def _send_run(self, worker: process.WorkerProcess, task: models.BackgroundTask) -> bool:
-        """Send one queued attempt; if the pipe is already broken, hand the attempt back.
+    def _send_queued(self, worker: process.WorkerProcess) -> bool:
+        """Send the queued attempts that may go now; False if the pipe turned out broken.
 
-        A worker can die while it still looks idle (its death not yet reported); an attempt
-        that never reached it did not run, so it is released uncounted rather than charged.
-        The sentinel then settles whatever was sent before.
+        The first attempt goes whatever its size: the worker is free and reading.  Prefetched
+        ones go only while the unread bytes stay within ``pool.PREFETCH_BYTES``, so that this
+        write never blocks on a busy worker (which could be blocked writing its result to us).
+        A worker can die while it still looks alive (its death not yet reported); attempts that
+        never reached it did not run, so they are released uncounted rather than charged.  The
+        sentinel then settles whatever was sent before.
         """
-        if worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob)):
-            return True
-        worker.queue.remove(task)
-        self._release(task)
-        worker.state = State.KILLED  # takes no more attempts; its exit is on its way
-        return False
+        unread = sum(_run_bytes(task) for task in list(worker.queue)[: worker.sent])
+        while worker.sent < len(worker.queue):
+            task = worker.queue[worker.sent]
+            size = _run_bytes(task)
+            if worker.sent and unread + size > pool.PREFETCH_BYTES:
+                return True
+            if not worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob)):
+                while len(worker.queue) > worker.sent:
+                    self._release(worker.queue.pop())
+                worker.state = State.KILLED  # takes no more attempts; its exit is on its way
+                return False
+            worker.sent += 1
+            unread += size
+        return True
 
     def _release(self, task: models.BackgroundTask) -> None:
         """Hand back a claimed attempt that never started (no attempt counted)."""
