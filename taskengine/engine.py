@@ -22,6 +22,7 @@ from taskengine import (
     codec,
     errors,
     ids,
+    leases,
     models,
     publishing,
     registry,
@@ -131,6 +132,7 @@ class TaskEngine:
             max_total_workers=self._max_total,
             mp_context=multiprocessing.get_context(method),
         )
+        self._cluster: leases.ClusterDuties | None = None
         self._lifecycle = threading.Lock()
         self._started = False
         self._stopped = False
@@ -159,6 +161,14 @@ class TaskEngine:
             self._publisher.start()
             self._reactor.start()
             self._sweeper.start()
+            self._cluster = leases.start_cluster_duties(
+                self._store,
+                self._writer,
+                self._clock,
+                self._node,
+                self._reactor.wake,
+                self._terminate_here,
+            )
             self._started = True
         return self
 
@@ -178,6 +188,8 @@ class TaskEngine:
         self._clock.remove_listener(self._on_clock_moved)
         self._reactor.stop(seconds)
         self._sweeper.stop()
+        if self._cluster is not None:
+            self._cluster.stop()
         self._publisher.stop(timeout=5.0)
         self._store.close()
 
@@ -521,7 +533,7 @@ class TaskEngine:
             return False
         old, _ = outcome
         if old.status is Status.PROCESSING:
-            self._terminate(old.id)
+            self._terminate(old)
         return True
 
     def remove(self, task_id: str) -> bool:
@@ -543,7 +555,7 @@ class TaskEngine:
             change = writer.Change(write=delete, task=None, status_changed=False)
             if self._writer.apply([change])[0]:
                 if task.status is Status.PROCESSING:
-                    self._terminate(task.id)
+                    self._terminate(task)
                 return True
         return False
 
@@ -557,7 +569,17 @@ class TaskEngine:
         if self._started and not self._stopped:
             future.result(timeout=_COMMAND_TIMEOUT)
 
-    def _terminate(self, task_id: str) -> None:
+    def _terminate(self, task: models.BackgroundTask) -> None:
+        owner = task.node_identity
+        if self._cluster is not None and owner is not None and owner != self._node:
+            try:  # the owning node kills it; its late outcome is fenced out either way
+                self._store.request_termination(owner, task.id)  # type: ignore[attr-defined]
+            except errors.StoreError:
+                log.warning("could not ask node %s to terminate task %s", owner, task.id)
+            return
+        self._terminate_here(task.id)
+
+    def _terminate_here(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))
 
 
