@@ -1,0 +1,141 @@
+"""Several engine nodes (real processes) on one PostgreSQL task table (FAULTS 32-34).
+
+Each node is ``node_driver.py`` in its own process group; the handler appends
+``"<id> <attempt> <node>"`` to one log with O_APPEND, which counts executions exactly.
+
+The PostgreSQL "outage" is simulated without touching the shared server: every session of the
+test's nodes (they all carry the test schema as ``application_name``) is ended with
+``pg_terminate_backend`` again and again for a few seconds, so every connection, the LISTEN
+sessions included, drops and every reconnection drops again until the outage ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import taskengine
+from tests.conftest import until
+from tests.postgres import support as pg
+from tests.postgres.cluster import Node, read_log, start_nodes, status_counts
+
+pytestmark = pytest.mark.postgres
+
+Status = taskengine.TaskStatus
+
+
+@pytest.fixture
+def schema() -> Iterator[tuple[str, str]]:
+    with pg.fresh_schema() as found:
+        yield found
+
+
+@pytest.fixture
+def nodes_made() -> Iterator[list[Node]]:
+    made: list[Node] = []
+    yield made
+    for node in made:
+        node.stop()
+
+
+def create(dsn: str, schema: str, payloads: list[dict[str, object]]) -> list[str]:
+    """Create tasks from a separate, non-dispatching engine (as an application would)."""
+    engine = taskengine.TaskEngine(pg.make_store(dsn, schema, application_name="te-creator"))
+    try:
+        return engine.create_many("logged", payloads, retain_for=None, retry_count=None)
+    finally:
+        engine.stop()
+
+
+def finished(dsn: str, schema: str, total: int) -> bool:
+    return status_counts(dsn, schema).get("success", 0) == total
+
+
+def test_three_nodes_run_each_of_1000_tasks_exactly_once(
+    schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
+) -> None:
+    dsn, name = schema
+    taskengine.PostgresStore(dsn, schema=name).open()  # the schema exists before nodes race
+    nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=30.0)
+    log = tmp_path / "runs.log"
+    ids = create(dsn, name, [{"log": str(log)} for _ in range(1000)])
+    until(lambda: finished(dsn, name, 1000), timeout=180, step=0.2)
+    runs = read_log(log)
+    assert set(runs) == set(ids)
+    assert all(len(lines) == 1 and lines[0][0] == 1 for lines in runs.values())
+    per_node = {node.name: 0 for node in nodes_made}
+    for [(_, node)] in runs.values():
+        per_node[node] += 1
+    assert sum(per_node.values()) == 1000
+    assert sum(1 for count in per_node.values() if count) >= 2, per_node
+    assert all(node.alive() for node in nodes_made)
+
+
+def test_a_killed_node_loses_its_claims_to_the_others(
+    schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
+) -> None:
+    dsn, name = schema
+    taskengine.PostgresStore(dsn, schema=name).open()
+    nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=2.0)
+    log = tmp_path / "runs.log"
+    total = 240
+    ids = create(dsn, name, [{"log": str(log), "seconds": 0.05} for _ in range(total)])
+    victim = nodes_made[1]
+    until(
+        lambda: sum(1 for r in read_log(log).values() for _, n in r if n == victim.name) >= 10,
+        timeout=120,
+    )
+    victim.kill()
+    killed_at = time.monotonic()
+    until(lambda: finished(dsn, name, total), timeout=120, step=0.2)
+    runs = read_log(log)
+    assert set(runs) == set(ids)
+    duplicated = {task_id: lines for task_id, lines in runs.items() if len(lines) > 1}
+    for lines in duplicated.values():
+        # Only attempts that were running on the killed node were cut short and re-run.
+        assert all(node == victim.name for _, node in lines[:-1]), lines
+        assert [attempt for attempt, _ in lines] == sorted({a for a, _ in lines})
+    # At most one running attempt per worker of the killed node (2 workers).
+    assert len(duplicated) <= 2, duplicated
+    survivors = [node for node in nodes_made if node is not victim]
+    assert all(node.alive() for node in survivors)
+    engine = taskengine.TaskEngine(pg.make_store(dsn, name, application_name="te-reader"))
+    try:
+        for task_id in ids:
+            task = engine.get(task_id)
+            assert task is not None
+            assert task.status is Status.SUCCESS
+            assert task.attempts >= len(runs[task_id])
+            if task.attempts > 1:
+                assert task.node_identity != victim.name
+    finally:
+        engine.stop()
+    assert time.monotonic() - killed_at < 60
+
+
+def test_everything_completes_after_the_database_connections_drop_for_seconds(
+    schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
+) -> None:
+    dsn, name = schema
+    taskengine.PostgresStore(dsn, schema=name).open()
+    nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=10.0)
+    log = tmp_path / "runs.log"
+    total = 300
+    ids = create(dsn, name, [{"log": str(log), "seconds": 0.02} for _ in range(total)])
+    until(lambda: len(read_log(log)) >= 30, timeout=120)
+    ended = 0
+    outage_end = time.monotonic() + 4.0
+    while time.monotonic() < outage_end:
+        ended += pg.terminate_backends(dsn, name)
+        time.sleep(0.02)  # the outage's own pace, not a synchronisation
+    assert ended >= 3  # every node had sessions that were cut
+    assert len(read_log(log)) < total  # the outage really was mid-run
+    until(lambda: finished(dsn, name, total), timeout=120, step=0.2)
+    runs = read_log(log)
+    assert set(runs) == set(ids)
+    assert all(node.alive() for node in nodes_made)
+    for node in nodes_made:
+        assert node.stop() == 0, node.stderr_path.read_text()[-3000:]
