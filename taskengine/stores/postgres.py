@@ -231,16 +231,38 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction; a pooled connection found dead at ``BEGIN`` is replaced once.
+
+        Nothing was sent but ``BEGIN`` then, so trying again on a new connection is safe; a
+        failure after that (even during ``COMMIT``) is the caller's ``StoreError``.
+        """
         if not self._opened:
             self.open()
-        with self._pool.connection() as conn, self._driver_errors(what), conn.transaction():
-            yield conn
+        for last in (False, True):
+            with contextlib.ExitStack() as stack:
+                conn = stack.enter_context(self._pool.connection())
+                stack.enter_context(self._driver_errors(what))
+                try:
+                    stack.enter_context(conn.transaction())
+                except self._psycopg.OperationalError:
+                    if last:
+                        raise
+                    continue
+                yield conn
+                return
 
     def _fetch(self, what: str, query: LiteralString, params: Any = None) -> list[Any]:
+        """Run one read; a read that met a dropped connection is tried once more on a new one."""
         if not self._opened:
             self.open()
-        with self._pool.connection() as conn, self._driver_errors(what):
-            return conn.execute(query, params).fetchall()
+        for last in (False, True):
+            try:
+                with self._pool.connection() as conn, self._driver_errors(what):
+                    return conn.execute(query, params).fetchall()
+            except errors.StoreError as exc:
+                if last or not isinstance(exc.__cause__, self._psycopg.OperationalError):
+                    raise
+        raise AssertionError("unreachable")
 
     def _task(self, row: tuple[Any, ...]) -> models.BackgroundTask:
         try:

@@ -125,12 +125,18 @@ class ConnectionPool:
             and not conn.broken
             and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
+        stale: list[psycopg.Connection[Any]] = []
         with self._lock:
             if reusable and not self._closed and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
                 return
-        with contextlib.suppress(psycopg.Error):
-            conn.close()
+            if conn.broken:
+                # The server or the network dropped this one: its idle siblings most likely
+                # went the same way, and each would cost a caller one more error.
+                stale, self._idle = self._idle, []
+        for each in (conn, *stale):
+            with contextlib.suppress(psycopg.Error):
+                each.close()
 
     def close(self) -> None:
         """Close every idle connection; lent ones are closed when they come back."""
