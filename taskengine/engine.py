@@ -7,11 +7,13 @@ deletes expired tasks.  Every public method is thread-safe.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -167,6 +169,7 @@ class TaskEngine:
                 self._clock,
                 self._node,
                 self._reactor.wake,
+                self._held_task_ids,
                 self._terminate_here,
             )
             self._started = True
@@ -444,7 +447,11 @@ class TaskEngine:
                 raise errors.TaskNotFoundError(checked)
             if task.status.is_final:
                 return task
-            if not event.wait(seconds):
+            if self._cluster is not None:
+                remote = self._wait_shared(event, seconds, checked)
+                if remote is not None:
+                    return remote
+            elif not event.wait(seconds):
                 raise TimeoutError(f"task {checked} did not finish within {seconds}s")
             if not box:
                 raise errors.EngineStoppedError(f"the engine stopped while waiting for {checked}")
@@ -454,6 +461,38 @@ class TaskEngine:
             return final
         finally:
             self._publisher.unsubscribe(checked, event)
+
+    def _wait_shared(
+        self, event: threading.Event, seconds: float | None, task_id: str
+    ) -> models.BackgroundTask | None:
+        """Wait on a shared store, where another node may finish the task unannounced here.
+
+        Returns the final record read from the store, or None once a local announcement
+        arrived (the caller reads it from its box).  The store is polled with a growing step
+        (10 ms to 0.5 s).
+
+        Raises:
+            TimeoutError: ``seconds`` passed first.
+            TaskNotFoundError: the task vanished (another node removed it, or finished it with
+                ``retain_for=0``, which deletes it at once).
+        """
+        deadline = None if seconds is None else time.monotonic() + seconds
+        step = 0.01
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"task {task_id} did not finish within {seconds}s")
+            if event.wait(step if remaining is None else min(step, remaining)):
+                return None
+            task = self._visible(task_id)
+            if task is None:
+                self._writer.barrier()  # a local finish in flight is announced by now
+                if event.is_set():
+                    return None
+                raise errors.TaskNotFoundError(task_id)
+            if task.status.is_final:
+                return task
+            step = min(step * 2, 0.5)
 
     def query(
         self,
@@ -578,6 +617,13 @@ class TaskEngine:
                 log.warning("could not ask node %s to terminate task %s", owner, task.id)
             return
         self._terminate_here(task.id)
+
+    def _held_task_ids(self) -> set[str] | None:
+        """The attempts the reactor holds; None when it does not answer soon (stopping)."""
+        try:
+            return self._reactor.submit(self._reactor.held_task_ids).result(timeout=2.0)
+        except concurrent.futures.TimeoutError:
+            return None
 
     def _terminate_here(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))

@@ -37,8 +37,12 @@ class LeaseKeeper:
         clock_: clock.Clock,
         node_identity: str,
         wake: Callable[[], None],
+        held: Callable[[], set[str] | None],
+        terminate: Callable[[str], None],
     ) -> None:
         self._store = store
+        self._held = held
+        self._terminate = terminate
         self._writer = task_writer
         self._clock = clock_
         self._node = node_identity
@@ -59,8 +63,21 @@ class LeaseKeeper:
             self._thread.join(timeout)
 
     def beat(self) -> int:
-        """Renew this node's leases, then re-queue expired claims; return how many re-queued."""
-        self._store.renew_leases(self._node)
+        """Renew this node's leases, then re-queue expired claims; return how many re-queued.
+
+        An attempt this node still runs but no longer holds in the store (another node
+        cancelled or removed it and the NOTIFY was lost, or its lease lapsed and it was
+        re-queued) is terminated: its outcome would be fenced out anyway.
+        """
+        held = self._held()  # before renewing: whatever it holds was claimed by then
+        renewed = set(self._store.renew_leases(self._node))
+        for task_id in set() if held is None else held - renewed:
+            log.warning(
+                "task %s is no longer this node's claim; terminating its attempt",
+                task_id,
+                extra={"task_id": task_id, "node": self._node},
+            )
+            self._terminate(task_id)
         total = 0
         while not self._stopping.is_set():
             expired = self._store.expired_claims(REAP_BATCH)
@@ -129,12 +146,13 @@ def start_cluster_duties(
     clock_: clock.Clock,
     node_identity: str,
     wake: Callable[[], None],
+    held: Callable[[], set[str] | None],
     terminate: Callable[[str], None],
 ) -> ClusterDuties | None:
     """Start leases and wakeups when ``store`` is shared; None (nothing to do) otherwise."""
     if not store.capabilities.shared or not isinstance(store, base.SharedTaskStore):
         return None
-    keeper = LeaseKeeper(store, task_writer, clock_, node_identity, wake)
+    keeper = LeaseKeeper(store, task_writer, clock_, node_identity, wake, held, terminate)
     store.listen(node_identity, wake, terminate)
     keeper.start()
     return ClusterDuties(keeper)

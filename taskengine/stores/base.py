@@ -182,8 +182,8 @@ class SharedTaskStore(TaskStore, Protocol):
         """Seconds between a node's lease renewals and its checks for expired leases."""
         ...
 
-    def renew_leases(self, node_identity: str) -> int:
-        """Extend the lease of every processing task ``node_identity`` holds; return how many."""
+    def renew_leases(self, node_identity: str) -> list[str]:
+        """Extend the lease of every processing task ``node_identity`` holds; return their ids."""
         ...
 
     def expired_claims(self, limit: int) -> list[models.BackgroundTask]:

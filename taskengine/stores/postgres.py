@@ -459,11 +459,11 @@ class PostgresStore:
 
     # -- shared-store duties (base.SharedTaskStore) -----------------------------------------
 
-    def renew_leases(self, node_identity: str) -> int:
-        """Extend the lease of every processing task ``node_identity`` holds; return how many."""
+    def renew_leases(self, node_identity: str) -> list[str]:
+        """Extend the lease of every processing task ``node_identity`` holds; return their ids."""
         with self._transaction("renew leases") as conn:
-            cur = conn.execute(self._sql.RENEW_LEASES, (self._lease, node_identity))
-            return cur.rowcount
+            rows = conn.execute(self._sql.RENEW_LEASES, (self._lease, node_identity)).fetchall()
+        return [row[0] for row in rows]
 
     def expired_claims(self, limit: int) -> list[models.BackgroundTask]:
         """Up to ``limit`` processing tasks whose lease ended (in database time)."""

@@ -156,7 +156,7 @@ SELECT_PROCESSING: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE status = 'pr
 #: Extend the lease of every processing task a node holds.  Parameters: seconds, node.
 RENEW_LEASES: Final = (
     f"UPDATE tasks SET lease_until = {LEASE}"  # noqa: S608 -- constants only
-    " WHERE status = 'processing' AND node_identity = %s"
+    " WHERE status = 'processing' AND node_identity = %s RETURNING id"
 )
 #: Processing tasks whose lease ended in database time, oldest lease first.
 SELECT_EXPIRED: Final = (

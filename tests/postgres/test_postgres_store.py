@@ -255,3 +255,39 @@ def test_the_engine_recovers_after_its_connections_are_cut(
     ids = [engine.create("logged", {"log": log}, retain_for=None) for _ in range(5)]
     for task_id in ids:
         assert engine.wait(task_id, timeout=30).status is Status.SUCCESS
+
+
+def test_an_attempt_whose_claim_was_taken_away_is_terminated_without_notify(
+    make_engine: Callable[..., taskengine.TaskEngine], schema: tuple[str, str], tmp_path: Path
+) -> None:
+    """The heartbeat notices a claim that is gone (here: a lost NOTIFY) and kills the attempt."""
+    owner = make_engine(store_options={"lease_timeout": 1.5})
+    owner.register_handler("hang", HANDLERS, "hang_with_pid")
+    pid_file = tmp_path / "worker.pid"
+    task_id = owner.create("hang", {"pid_file": str(pid_file)}, retain_for=None)
+    pid = int(until(lambda: pid_file.exists() and pid_file.read_text()))
+    # Another node cancels the task by writing the store only (no termination request).
+    outsider = pg.make_store(*schema)
+    running = outsider.get(task_id)
+    assert running is not None
+    cancelled = transitions.cancel(running, running.date_modified, terminate=True)
+    fenced = base.Update(task=cancelled, expected_status=Status.PROCESSING, expected_attempts=1)
+    assert outsider.apply([fenced]) == [True]
+    outsider.close()
+    until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+    assert owner.get(task_id) == cancelled
+
+
+def test_wait_get_and_query_see_a_task_another_node_runs(
+    make_engine: Callable[..., taskengine.TaskEngine], tmp_path: Path
+) -> None:
+    runner, creator = make_engine(), make_engine()
+    runner.register_handler("logged", HANDLERS, "logged")
+    task_id = creator.create("logged", {"log": str(tmp_path / "runs.log")}, retain_for=None)
+    final = creator.wait(task_id, timeout=30)
+    assert final.status is Status.SUCCESS
+    assert final.node_identity == runner.node_identity
+    assert creator.get(task_id) == final
+    assert [t.id for t in creator.query(status="success").entities] == [task_id]
+    assert creator.remove(task_id) is True
+    assert runner.get(task_id) is None
