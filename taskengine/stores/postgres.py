@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 _SCHEMA_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _WAKE: Final = "wake"
 _TERMINATE: Final = "terminate"
+#: A notification that only wakes listeners up (to let a stopping one end at once).
+_NOTHING: Final = "nothing"
 Status = models.TaskStatus
 
 
@@ -213,7 +215,7 @@ class PostgresStore:
         """Stop listening and close every connection; calling it again does nothing."""
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.stop()
+            listener.stop(poke=self._poke)
         self._pool.close()
         self._opened = False
 
@@ -492,11 +494,15 @@ class PostgresStore:
                 task_id, _, node = rest.partition(" ")
                 if node == node_identity:
                     on_terminate(task_id)
-            else:
+            elif kind != _NOTHING:
                 on_wakeup()
 
         self._listener = self._connections.Listener(self._pool, self._channel, deliver, on_wakeup)
         self._listener.start()
+
+    def _poke(self) -> None:
+        with self._transaction("wake the listener") as conn:
+            self._notify(conn, _NOTHING)
 
     def request_termination(self, node_identity: str, task_id: str) -> None:
         """Ask ``node_identity`` (through NOTIFY) to kill the worker running ``task_id``."""
