@@ -291,3 +291,43 @@ def test_wait_get_and_query_see_a_task_another_node_runs(
     assert [t.id for t in creator.query(status="success").entities] == [task_id]
     assert creator.remove(task_id) is True
     assert runner.get(task_id) is None
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+
+def test_ten_nodes_racing_for_one_task_claim_it_once_each_round(schema: tuple[str, str]) -> None:
+    """FAULTS 32: 1 task x 10 stores (own connections) x 100 barrier-started rounds."""
+    stores = [pg.make_store(*schema) for _ in range(10)]
+    for store in stores:
+        store.open()
+    rounds = 100
+    barrier = threading.Barrier(len(stores))
+    won: list[list[str]] = [[] for _ in stores]
+    failures: list[BaseException] = []
+    tasks = [new(run_at=at(0)) for _ in range(rounds)]
+
+    def race(k: int) -> None:
+        try:
+            for task in tasks:
+                if k == 0:
+                    stores[0].insert_many([task])  # one fresh due task per round
+                barrier.wait(timeout=60)
+                got = stores[k].claim_due("alpha", at(1), 1, claimer(at(1), f"node{k}"))
+                won[k].extend(task.id for task in got)
+                barrier.wait(timeout=60)
+        except BaseException as exc:
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for store in stores:
+        store.close()
+    assert failures == []
+    claimed = [task_id for ids in won for task_id in ids]
+    # Every round exactly one store won its task; nobody claimed anything twice.
+    assert sorted(claimed) == sorted(task.id for task in tasks)
