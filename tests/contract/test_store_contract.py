@@ -21,7 +21,6 @@ from taskengine import codec, cursor, errors, models, transitions
 from taskengine.stores import base
 from taskengine.stores.memory import MemoryStore
 from taskengine.stores.sqlite import SqliteStore
-
 from tests.postgres import support as pg
 
 from .factories import Status, at, claimer, drive, error, full_task, new, position
