@@ -79,9 +79,14 @@ def latencies(engine: taskengine.TaskEngine, samples: int) -> list[float]:
     return found
 
 
-def one_configuration(
-    dsn: str, nodes: int, total_workers: int, args: argparse.Namespace
-) -> dict[str, Any]:
+def measure(
+    dsn: str, nodes: int, total_workers: int, task_type: str, args: argparse.Namespace
+) -> float | list[float]:
+    """One figure of ``nodes`` fresh nodes that handle only ``task_type``, on a fresh schema.
+
+    One type per run: a node with several types moves its worker slots between them on demand,
+    and that start-up must not be in the figure.
+    """
     schema = support.new_schema_name()
     started: list[Node] = []
     try:
@@ -89,22 +94,27 @@ def one_configuration(
             store = taskengine.PostgresStore(dsn, schema=schema, application_name=schema)
             engine = taskengine.TaskEngine(store)  # creates only; never started
             started += start_nodes(
-                dsn, schema, Path(work), nodes, total_workers // nodes, lease=30.0
+                dsn,
+                schema,
+                Path(work),
+                nodes,
+                total_workers // nodes,
+                lease=30.0,
+                own_session=False,
+                types=(task_type,),
             )
-            # Warm every node's pool, so worker start-up is not in the figures.
-            timed_batch(engine, dsn, schema, "noop", [None] * (total_workers * 20))
-            figures = {
-                "noop_tasks_per_s": timed_batch(
-                    engine, dsn, schema, "noop", [None] * args.noop_tasks
-                ),
-                "cpu_tasks_per_s": timed_batch(
-                    engine, dsn, schema, "spin", [{"seconds": args.cpu_seconds}] * args.cpu_tasks
-                ),
-            }
-            if nodes == 2:
-                figures["latency_ms"] = latencies(engine, args.latency_samples)
-            engine.stop()
-            return figures
+            try:
+                if task_type == "started":
+                    latencies(engine, total_workers)  # warm every pool
+                    return latencies(engine, args.latency_samples)
+                if task_type == "noop":
+                    payloads: list[Any] = [None] * args.noop_tasks
+                else:
+                    payloads = [{"seconds": args.cpu_seconds}] * args.cpu_tasks
+                timed_batch(engine, dsn, schema, task_type, payloads[: total_workers * 10])
+                return timed_batch(engine, dsn, schema, task_type, payloads)
+            finally:
+                engine.stop()
     finally:
         for node in started:
             node.stop()
@@ -128,24 +138,32 @@ def main() -> None:
     args = parser.parse_args()
     if not args.dsn:
         raise SystemExit(f"give --dsn or set {support.DSN_VARIABLE}")
-    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: [], 3: []}
+    kinds = {"noop_tasks_per_s": "noop", "cpu_tasks_per_s": "spin"}
+    runs: dict[str, dict[int, list[float]]] = {kind: {1: [], 2: [], 3: []} for kind in kinds}
+    latency_runs: list[list[float]] = []
     for _ in range(args.rounds):
-        for nodes in runs:
-            runs[nodes].append(one_configuration(args.dsn, nodes, args.workers, args))
+        for kind, task_type in kinds.items():
+            for nodes in (1, 2, 3):
+                figure = measure(args.dsn, nodes, args.workers, task_type, args)
+                assert isinstance(figure, float)
+                runs[kind][nodes].append(figure)
+        found = measure(args.dsn, 2, args.workers, "started", args)
+        assert isinstance(found, list)
+        latency_runs.append(found)
     result: dict[str, Any] = {"rounds": args.rounds, "total_workers": args.workers}
-    for kind in ("noop_tasks_per_s", "cpu_tasks_per_s"):
-        medians = {n: statistics.median(r[kind] for r in rs) for n, rs in runs.items()}
+    for kind, per_nodes in runs.items():
+        medians = {n: statistics.median(values) for n, values in per_nodes.items()}
         result[kind] = {f"{n}_nodes": round(v, 1) for n, v in medians.items()}
         result[kind]["3_vs_1_loss_percent"] = round(100 * (1 - medians[3] / medians[1]), 1)
         result[kind]["per_round"] = {
-            f"{n}_nodes": [round(r[kind], 1) for r in rs] for n, rs in runs.items()
+            f"{n}_nodes": [round(v, 1) for v in values] for n, values in per_nodes.items()
         }
-    samples = [ms for r in runs[2] for ms in r["latency_ms"]]
+    samples = [ms for found in latency_runs for ms in found]
     result["cross_node_start_latency_ms"] = {
         "samples": len(samples),
         "p50": round(percentile(samples, 0.50), 2),
         "p99": round(percentile(samples, 0.99), 2),
-        "p50_per_round": [round(percentile(r["latency_ms"], 0.5), 2) for r in runs[2]],
+        "p50_per_round": [round(percentile(found, 0.5), 2) for found in latency_runs],
     }
     print(json.dumps(result, indent=2))
 

@@ -22,7 +22,16 @@ class Node:
     """One ``node_driver.py`` process, leading its own process group."""
 
     def __init__(
-        self, dsn: str, schema: str, name: str, workdir: Path, workers: int, lease: float
+        self,
+        dsn: str,
+        schema: str,
+        name: str,
+        workdir: Path,
+        workers: int,
+        lease: float,
+        *,
+        own_session: bool = True,
+        types: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.ready = workdir / f"{name}.ready"
@@ -40,12 +49,14 @@ class Node:
                     str(workers),
                     str(lease),
                     str(self.ready),
+                    *([",".join(types)] if types else []),
                 ],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                start_new_session=True,
+                # Its own session is its own process group, which the tests SIGKILL whole.
+                start_new_session=own_session,
             )
 
     def is_ready(self) -> bool:
@@ -75,10 +86,26 @@ class Node:
 
 
 def start_nodes(
-    dsn: str, schema: str, workdir: Path, count: int, workers: int, lease: float
+    dsn: str,
+    schema: str,
+    workdir: Path,
+    count: int,
+    workers: int,
+    lease: float,
+    *,
+    own_session: bool = True,
+    types: tuple[str, ...] = (),
 ) -> list[Node]:
-    """``count`` nodes, returned once every one is dispatching."""
-    nodes = [Node(dsn, schema, f"node{k}", workdir, workers, lease) for k in range(count)]
+    """``count`` nodes, returned once every one is dispatching.
+
+    ``own_session=False`` keeps the nodes in the caller's session: with the kernel's
+    autogroup scheduling every session gets an equal CPU share, so a benchmark comparing one
+    node with three must not give the three nodes three shares.
+    """
+    nodes = [
+        Node(dsn, schema, f"node{k}", workdir, workers, lease, own_session=own_session, types=types)
+        for k in range(count)
+    ]
     for node in nodes:
         until(node.is_ready, timeout=90)
     return nodes
