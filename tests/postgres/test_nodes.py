@@ -12,6 +12,7 @@ sessions included, drops and every reconnection drops again until the outage end
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,48 @@ def test_a_killed_node_loses_its_claims_to_the_others(
     finally:
         engine.stop()
     assert time.monotonic() - killed_at < 60
+
+
+def test_a_paused_node_loses_its_claims_and_its_late_outcomes_are_fenced(
+    schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
+) -> None:
+    """FAULTS 33: SIGSTOP a node past its lease; SIGCONT it once others re-ran its attempts."""
+    dsn, name = schema
+    taskengine.PostgresStore(dsn, schema=name).open()
+    nodes_made += start_nodes(dsn, name, tmp_path, count=2, workers=2, lease=2.0)
+    paused = nodes_made[1]
+    log = tmp_path / "runs.log"
+    total = 40
+    ids = create(dsn, name, [{"log": str(log), "seconds": 0.4} for _ in range(total)])
+    until(lambda: sum(1 for r in read_log(log).values() for _, n in r if n == paused.name) >= 4)
+    os.killpg(paused.proc.pid, signal.SIGSTOP)
+    try:
+        # Another node re-runs an attempt the paused node had started.
+        until(
+            lambda: any(
+                lines[0][1] == paused.name and len(lines) > 1 for lines in read_log(log).values()
+            ),
+            timeout=60,
+        )
+    finally:
+        os.killpg(paused.proc.pid, signal.SIGCONT)
+    until(lambda: finished(dsn, name, total), timeout=120, step=0.2)
+    runs = read_log(log)
+    assert set(runs) == set(ids)
+    engine = taskengine.TaskEngine(pg.make_store(dsn, name, application_name="te-reader"))
+    try:
+        for task_id, lines in runs.items():
+            if len(lines) == 1:
+                continue
+            assert all(node == paused.name for _, node in lines[:-1]), lines
+            final = engine.get(task_id)
+            assert final is not None
+            # The paused node's late success matched no row: the re-run's outcome stands.
+            assert final.node_identity == lines[-1][1]
+            assert final.attempts >= lines[-1][0]
+    finally:
+        engine.stop()
+    assert all(node.alive() for node in nodes_made)
 
 
 def test_everything_completes_after_the_database_connections_drop_for_seconds(

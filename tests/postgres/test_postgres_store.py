@@ -331,3 +331,33 @@ def test_ten_nodes_racing_for_one_task_claim_it_once_each_round(schema: tuple[st
     claimed = [task_id for ids in won for task_id in ids]
     # Every round exactly one store won its task; nobody claimed anything twice.
     assert sorted(claimed) == sorted(task.id for task in tasks)
+
+
+class DeafStore(taskengine.PostgresStore):
+    """A store whose node never hears NOTIFY (a listener lost behind a pooler)."""
+
+    def listen(
+        self,
+        node_identity: str,
+        on_wakeup: Callable[[], None],
+        on_terminate: Callable[[str], None],
+    ) -> None:
+        pass
+
+
+def test_without_notify_the_poll_still_finds_tasks_created_elsewhere(
+    schema: tuple[str, str], make_engine: Callable[..., taskengine.TaskEngine], tmp_path: Path
+) -> None:
+    """FAULTS 35: turning NOTIFY off changes latency only, never correctness."""
+    deaf = taskengine.TaskEngine(DeafStore(schema[0], schema=schema[1])).start()
+    try:
+        deaf.register_handler("logged", HANDLERS, "logged")
+        creator = make_engine()
+        log = str(tmp_path / "runs.log")
+        ids = [creator.create("logged", {"log": log}, retain_for=None) for _ in range(3)]
+        for task_id in ids:
+            final = creator.wait(task_id, timeout=30)
+            assert final.status is Status.SUCCESS
+            assert final.node_identity == deaf.node_identity
+    finally:
+        deaf.stop(timeout=10)
