@@ -178,38 +178,10 @@ class PostgresStore:
         conn = self._pool.connect(with_search_path=False)
         try:
             with self._driver_errors("create the schema"), conn.transaction():
-                self._create_or_check(conn)
+                self._connections.create_or_check_schema(conn, self._schema)
         finally:
             conn.close()
         self._opened = True
-
-    def _create_or_check(self, conn: psycopg.Connection[Any]) -> None:
-        psql = self._psycopg.sql
-        conn.execute(self._sql.LOCK_SCHEMA, (self._channel,))
-        conn.execute(
-            psql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psql.Identifier(self._schema))
-        )
-        conn.execute(psql.SQL("SET LOCAL search_path TO {}").format(psql.Identifier(self._schema)))
-        tables = {row[0] for row in conn.execute(self._sql.LIST_TABLES, (self._schema,))}
-        if not tables & {"tasks", "schema_version"}:
-            for statement in self._sql.DDL:
-                conn.execute(statement)
-            conn.execute(self._sql.INSERT_VERSION, (self._sql.SCHEMA_VERSION,))
-            return
-        if "schema_version" not in tables or "tasks" not in tables:
-            raise errors.StoreError(
-                f"schema {self._schema!r} has a tasks or schema_version table but not both; "
-                "it is not a taskengine schema"
-            )
-        row = conn.execute(self._sql.SELECT_VERSION).fetchone()
-        version = None if row is None else row[0]
-        if version is None:
-            raise errors.StoreError(f"schema {self._schema!r} records no schema version")
-        if version > self._sql.SCHEMA_VERSION:
-            raise errors.SchemaVersionError(
-                f"schema {self._schema!r} has version {version}, newer than version "
-                f"{self._sql.SCHEMA_VERSION} that this taskengine understands; upgrade taskengine"
-            )
 
     def close(self) -> None:
         """Stop listening and close every connection; calling it again does nothing."""
@@ -355,7 +327,7 @@ class PostgresStore:
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
         """Fenced writes, then ``SKIP LOCKED`` claims, in one transaction (one commit)."""
-        statements = [self._write_statement(write) for write in writes]
+        statements = [self._sql.write_statement(write, self._lease) for write in writes]
         wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
         if not statements and not wanted:
             return [], [[] for _ in claims]
@@ -385,33 +357,6 @@ class PostgresStore:
             if wake:
                 self._notify(conn, _WAKE)
         return applied, claimed
-
-    def _write_statement(self, write: base.Write) -> tuple[LiteralString, tuple[object, ...]]:
-        sql = self._sql
-        if isinstance(write, base.Update):
-            fence = (write.task.id, write.expected_status.value, write.expected_attempts)
-            new_row = sql.to_row(write.task)
-            if write.previous is not None and write.previous.id == write.task.id:
-                old_row = sql.to_row(write.previous)
-            else:
-                old_row = (write.task.id,) + (object(),) * (len(new_row) - 1)
-            now_processing = write.task.status is Status.PROCESSING
-            was_processing = write.expected_status is Status.PROCESSING
-            lease: LiteralString | None = None
-            extra: tuple[object, ...] = ()
-            if now_processing and not was_processing:
-                lease, extra = sql.LEASE, (self._lease,)
-            elif was_processing and not now_processing:
-                lease = "NULL"
-            query, values = sql.changed_update(old_row, new_row, lease)
-            return query, (*values, *extra, *fence)
-        fenced = (write.expected_status is not None, write.expected_attempts is not None)
-        params: tuple[object, ...] = (write.task_id,)
-        if write.expected_status is not None:
-            params += (write.expected_status.value,)
-        if write.expected_attempts is not None:
-            params += (write.expected_attempts,)
-        return sql.DELETE[fenced], params
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
         """The earliest ``date_next_process`` of a pending task of these types."""

@@ -1,4 +1,4 @@
-"""Connections of ``PostgresStore``: a small pool that reconnects, and the LISTEN thread.
+"""Connections of ``PostgresStore``: a pool that reconnects, the LISTEN thread, schema setup.
 
 A connection that failed is never reused: it is closed and the next call connects again (with
 ``connect_timeout``), so a dropped connection or a restarted server costs the calls made during
@@ -22,8 +22,9 @@ import psycopg
 from psycopg import sql
 
 from taskengine import errors
+from taskengine.stores import postgres_schema as schema_sql
 
-__all__ = ["ConnectionPool", "Listener", "redact"]
+__all__ = ["ConnectionPool", "Listener", "create_or_check_schema", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,42 @@ def redact(dsn: str) -> str:
         return "<unparsable DSN>"
     params.pop("password", None)
     return " ".join(f"{key}={value}" for key, value in sorted(params.items()))
+
+
+def create_or_check_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the schema and its tables, or check its version (inside a transaction).
+
+    An advisory lock serialises nodes that start at once.  Other tables in the schema (a
+    scheduler's, for instance) are left alone.
+
+    Raises:
+        SchemaVersionError: the schema was written by a newer taskengine.
+        StoreError: the schema has a foreign or half-made layout.
+    """
+    name = sql.Identifier(schema)
+    conn.execute(schema_sql.LOCK_SCHEMA, (f"taskengine.{schema}",))
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
+    tables = {row[0] for row in conn.execute(schema_sql.LIST_TABLES, (schema,))}
+    if not tables & {"tasks", "schema_version"}:
+        for statement in schema_sql.DDL:
+            conn.execute(statement)
+        conn.execute(schema_sql.INSERT_VERSION, (schema_sql.SCHEMA_VERSION,))
+        return
+    if "schema_version" not in tables or "tasks" not in tables:
+        raise errors.StoreError(
+            f"schema {schema!r} has a tasks or schema_version table but not both; "
+            "it is not a taskengine schema"
+        )
+    row = conn.execute(schema_sql.SELECT_VERSION).fetchone()
+    version = None if row is None else row[0]
+    if version is None:
+        raise errors.StoreError(f"schema {schema!r} records no schema version")
+    if version > schema_sql.SCHEMA_VERSION:
+        raise errors.SchemaVersionError(
+            f"schema {schema!r} has version {version}, newer than version "
+            f"{schema_sql.SCHEMA_VERSION} that this taskengine understands; upgrade taskengine"
+        )
 
 
 class ConnectionPool:

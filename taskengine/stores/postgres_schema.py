@@ -21,6 +21,7 @@ import json
 from typing import Any, Final, LiteralString
 
 from taskengine import clock, cursor, jsonform, models
+from taskengine.stores import base
 
 __all__ = [
     "COLUMNS",
@@ -30,6 +31,7 @@ __all__ = [
     "from_row",
     "query_sql",
     "to_row",
+    "write_statement",
 ]
 
 #: The schema version this code writes and understands.
@@ -229,6 +231,39 @@ def changed_update(
         " WHERE id = %s AND status = %s AND attempts = %s",
         tuple(new[i] for i in changed),
     )
+
+
+def write_statement(
+    write: base.Write, lease_seconds: float
+) -> tuple[LiteralString, tuple[object, ...]]:
+    """The SQL and parameters of one fenced write.
+
+    An update into ``processing`` starts a lease of ``lease_seconds``; one out of it ends the
+    lease; one that stays ``processing`` (progress) leaves the lease alone.
+    """
+    if isinstance(write, base.Delete):
+        fenced = (write.expected_status is not None, write.expected_attempts is not None)
+        params: tuple[object, ...] = (write.task_id,)
+        if write.expected_status is not None:
+            params += (write.expected_status.value,)
+        if write.expected_attempts is not None:
+            params += (write.expected_attempts,)
+        return DELETE[fenced], params
+    fence = (write.task.id, write.expected_status.value, write.expected_attempts)
+    new_row = to_row(write.task)
+    if write.previous is not None and write.previous.id == write.task.id:
+        old_row = to_row(write.previous)
+    else:  # unknown previous record: every column is written
+        old_row = (write.task.id,) + (object(),) * (len(new_row) - 1)
+    processing = models.TaskStatus.PROCESSING
+    lease: LiteralString | None = None
+    extra: tuple[object, ...] = ()
+    if write.task.status is processing and write.expected_status is not processing:
+        lease, extra = LEASE, (lease_seconds,)
+    elif write.expected_status is processing and write.task.status is not processing:
+        lease = "NULL"
+    query, values = changed_update(old_row, new_row, lease)
+    return query, (*values, *extra, *fence)
 
 
 def _ms(moment: Any) -> int | None:
