@@ -91,3 +91,44 @@ def make_store(dsn_: str, schema: str, **options: object):  # type: ignore[no-un
 
     options.setdefault("application_name", schema)
     return taskengine.PostgresStore(dsn_, schema=schema, **options)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def outage_role(dsn_: str, schema: str) -> Iterator[str]:
+    """A login role of its own that owns ``schema``; yields a DSN that connects as it.
+
+    ``set_login(dsn_, schema, False)`` then makes an outage for this role only: no new session
+    is accepted and (with ``terminate_backends``) the open ones end, while the shared server
+    goes on serving everyone else.  The role and its schema are dropped on exit.
+    """
+    import psycopg
+    from psycopg import conninfo, sql
+
+    role = sql.Identifier(schema)
+    with psycopg.connect(dsn_, autocommit=True, connect_timeout=5) as conn:
+        database = conn.info.dbname
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        conn.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), role)
+        )
+        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(role, role))
+    params = conninfo.conninfo_to_dict(dsn_)
+    params["user"] = schema
+    try:
+        yield conninfo.make_conninfo(**params)
+    finally:
+        with psycopg.connect(dsn_, autocommit=True, connect_timeout=5) as conn:
+            terminate_backends(dsn_, schema, conn=conn)
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def set_login(dsn_: str, role: str, allowed: bool) -> None:
+    """Let ``role`` log in again, or refuse its new sessions."""
+    import psycopg
+    from psycopg import sql
+
+    statement = "ALTER ROLE {} LOGIN" if allowed else "ALTER ROLE {} NOLOGIN"
+    with psycopg.connect(dsn_, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL(statement).format(sql.Identifier(role)))

@@ -3,10 +3,11 @@
 Each node is ``node_driver.py`` in its own process group; the handler appends
 ``"<id> <attempt> <node>"`` to one log with O_APPEND, which counts executions exactly.
 
-The PostgreSQL "outage" is simulated without touching the shared server: every session of the
-test's nodes (they all carry the test schema as ``application_name``) is ended with
-``pg_terminate_backend`` again and again for a few seconds, so every connection, the LISTEN
-sessions included, drops and every reconnection drops again until the outage ends.
+The PostgreSQL outage is made without stopping the shared server: the nodes connect as a role
+of their own, which is set to ``NOLOGIN`` for four seconds while every session it has (they all
+carry the test schema as ``application_name``) is ended with ``pg_terminate_backend``.  For the
+nodes that is a server that is down: open connections drop, the LISTEN sessions included, and
+every reconnection is refused until the outage ends.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def test_a_killed_node_loses_its_claims_to_the_others(
 ) -> None:
     dsn, name = schema
     taskengine.PostgresStore(dsn, schema=name).open()
-    nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=2.0)
+    # Survivors would have to stall for 2 s (lease minus heartbeat) to lose claims themselves.
+    nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=3.0)
     log = tmp_path / "runs.log"
     total = 240
     ids = create(dsn, name, [{"log": str(log), "seconds": 0.05} for _ in range(total)])
@@ -132,7 +134,7 @@ def test_a_paused_node_loses_its_claims_and_its_late_outcomes_are_fenced(
     """FAULTS 33: SIGSTOP a node past its lease; SIGCONT it once others re-ran its attempts."""
     dsn, name = schema
     taskengine.PostgresStore(dsn, schema=name).open()
-    nodes_made += start_nodes(dsn, name, tmp_path, count=2, workers=2, lease=2.0)
+    nodes_made += start_nodes(dsn, name, tmp_path, count=2, workers=2, lease=3.0)
     paused = nodes_made[1]
     log = tmp_path / "runs.log"
     total = 40
@@ -168,9 +170,43 @@ def test_a_paused_node_loses_its_claims_and_its_late_outcomes_are_fenced(
     assert all(node.alive() for node in nodes_made)
 
 
-def test_everything_completes_after_the_database_connections_drop_for_seconds(
+def test_everything_completes_after_a_four_second_database_outage(
+    tmp_path: Path, nodes_made: list[Node]
+) -> None:
+    """FAULTS 34: the nodes' role is locked out and its sessions ended for four seconds."""
+    dsn = pg.dsn()
+    name = pg.new_schema_name()
+    with pg.outage_role(dsn, name) as node_dsn:
+        taskengine.PostgresStore(node_dsn, schema=name).open()
+        nodes_made += start_nodes(node_dsn, name, tmp_path, count=3, workers=2, lease=10.0)
+        log = tmp_path / "runs.log"
+        total = 300
+        ids = create(dsn, name, [{"log": str(log), "seconds": 0.05} for _ in range(total)])
+        until(lambda: len(read_log(log)) >= 30, timeout=120)
+        pg.set_login(dsn, name, allowed=False)
+        try:
+            ended = pg.terminate_backends(dsn, name)
+            time.sleep(0.5)  # part of the outage, not a synchronisation
+            ended += pg.terminate_backends(dsn, name)  # sessions that were opening meanwhile
+            started_during = len(read_log(log))
+            time.sleep(3.5)  # the rest of the four seconds
+            assert len(read_log(log)) == started_during  # nothing could be claimed
+        finally:
+            pg.set_login(dsn, name, allowed=True)
+        assert ended >= 3  # every node had sessions that were cut
+        assert started_during < total  # the outage really was mid-run
+        until(lambda: finished(dsn, name, total), timeout=120, step=0.2)
+        runs = read_log(log)
+        assert set(runs) == set(ids)
+        assert all(node.alive() for node in nodes_made)
+        for node in nodes_made:
+            assert node.stop() == 0, node.stderr_path.read_text()[-3000:]
+
+
+def test_everything_completes_while_sessions_are_cut_again_and_again(
     schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
 ) -> None:
+    """FAULTS 34: sessions dropped mid-transaction for three seconds (the server stays up)."""
     dsn, name = schema
     taskengine.PostgresStore(dsn, schema=name).open()
     nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=10.0)
@@ -179,15 +215,11 @@ def test_everything_completes_after_the_database_connections_drop_for_seconds(
     ids = create(dsn, name, [{"log": str(log), "seconds": 0.02} for _ in range(total)])
     until(lambda: len(read_log(log)) >= 30, timeout=120)
     ended = 0
-    outage_end = time.monotonic() + 4.0
-    while time.monotonic() < outage_end:
+    cutting_until = time.monotonic() + 3.0
+    while time.monotonic() < cutting_until:
         ended += pg.terminate_backends(dsn, name)
-        time.sleep(0.02)  # the outage's own pace, not a synchronisation
-    assert ended >= 3  # every node had sessions that were cut
-    assert len(read_log(log)) < total  # the outage really was mid-run
+        time.sleep(0.02)  # the pace of the cuts, not a synchronisation
+    assert ended >= 3
     until(lambda: finished(dsn, name, total), timeout=120, step=0.2)
-    runs = read_log(log)
-    assert set(runs) == set(ids)
+    assert set(read_log(log)) == set(ids)
     assert all(node.alive() for node in nodes_made)
-    for node in nodes_made:
-        assert node.stop() == 0, node.stderr_path.read_text()[-3000:]

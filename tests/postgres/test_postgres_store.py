@@ -178,12 +178,13 @@ def test_an_expired_lease_is_requeued_as_a_crash_and_the_late_write_is_fenced(
 def test_a_live_node_keeps_its_claims_past_the_lease_timeout(
     make_engine: Callable[..., taskengine.TaskEngine], tmp_path: Path
 ) -> None:
-    options = {"store_options": {"lease_timeout": 1.0}}
+    # A node would have to stall for over 1.3 s (lease minus heartbeat) to lose the claim.
+    options = {"store_options": {"lease_timeout": 2.0}}
     runner = make_engine(**options)
     watcher = make_engine(**options)  # would re-queue the task if the lease lapsed
     runner.register_handler("logged", HANDLERS, "logged")
     log = tmp_path / "runs.log"
-    task_id = watcher.create("logged", {"log": str(log), "seconds": 3.0}, retain_for=None)
+    task_id = watcher.create("logged", {"log": str(log), "seconds": 5.0}, retain_for=None)
     done = runner.wait(task_id, timeout=60)
     assert done.status is Status.SUCCESS
     assert done.attempts == 1
