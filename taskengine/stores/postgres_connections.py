@@ -33,7 +33,8 @@ MAX_IDLE: Final = 4
 #: First and largest pause of the listener between reconnection attempts.
 LISTEN_RETRY_FIRST: Final = 0.1
 LISTEN_RETRY_MAX: Final = 5.0
-#: How often the listener looks at its stop flag while no notification comes.
+#: How often the listener looks at its stop flag while no notification comes (``notifies(timeout=)``
+#: needs psycopg 3.2).
 LISTEN_TICK: Final = 0.5
 
 
