@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from taskengine.aio import AsyncTaskEngine
 from taskengine.connector import BackgroundTaskConnector
 from taskengine.context import TaskContext, current_task
 from taskengine.engine import TaskEngine
@@ -25,6 +26,8 @@ from taskengine.errors import (
     WorkerInitError,
 )
 from taskengine.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
+from taskengine.scheduler import ScheduledTaskInfo, ScheduledTaskTime, TaskScheduler
+from taskengine.stats import EngineStats, TypeStats
 from taskengine.stores.memory import MemoryStore
 from taskengine.stores.sqlite import SqliteStore
 
@@ -34,13 +37,17 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncTaskEngine",
     "BackgroundTask",
     "BackgroundTaskConnector",
+    "EngineStats",
     "EngineStoppedError",
     "HandlerNotFoundError",
     "MemoryStore",
     "PostgresStore",
     "QueryResult",
+    "ScheduledTaskInfo",
+    "ScheduledTaskTime",
     "SchemaVersionError",
     "SortDirection",
     "SqliteStore",
@@ -50,9 +57,11 @@ __all__ = [
     "TaskEngineError",
     "TaskError",
     "TaskNotFoundError",
+    "TaskScheduler",
     "TaskStatus",
     "TaskTimeoutError",
     "TaskValidationError",
+    "TypeStats",
     "WorkerCrashedError",
     "WorkerInitError",
     "current_task",

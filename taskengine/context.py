@@ -14,7 +14,15 @@ import attrs
 
 from taskengine import errors
 
-__all__ = ["TaskContext", "current_task"]
+__all__ = ["SimulatedCrash", "TaskContext", "current_task"]
+
+
+class SimulatedCrash(BaseException):
+    """Raised by ``taskengine.testing.crash_worker()`` inside an inline attempt.
+
+    The worker code never turns it into a handler error: the inline runner treats it as the
+    death of its worker (``WorkerCrashedError``), as a process pool treats a SIGKILL.
+    """
 
 
 @attrs.frozen(kw_only=True)

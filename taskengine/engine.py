@@ -24,6 +24,7 @@ from taskengine import (
     codec,
     errors,
     ids,
+    inline,
     leases,
     models,
     publishing,
@@ -34,6 +35,7 @@ from taskengine import (
     writer,
 )
 from taskengine import cursor as cursors
+from taskengine import stats as engine_stats
 from taskengine.pool import reactor
 from taskengine.stores import base
 from taskengine.stores.memory import MemoryStore
@@ -48,6 +50,10 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024 * 1024
 _COMMAND_TIMEOUT: Final = 30.0
 #: How often a compare-and-set API change is retried when another writer got there first.
 _CAS_TRIES: Final = 20
+#: The accepted values of ``execution``.
+EXECUTION_MODES: Final = ("processes", "inline")
+#: ``run_until_idle`` gives up after this many attempts (a task failing forever, due at once).
+DEFAULT_MAX_INLINE_ATTEMPTS: Final = 100_000
 
 Status = models.TaskStatus
 
@@ -77,6 +83,9 @@ class TaskEngine:
         start_method: ``"forkserver"`` (default on Linux), ``"spawn"`` or ``"fork"``; the
             multiprocessing start method of the workers, used through an explicit context.
         max_payload_bytes: largest encoded payload ``create`` accepts (256 MiB by default).
+        execution: ``"processes"`` (default) runs handlers in pools of worker processes;
+            ``"inline"`` runs them in the calling thread, only when :meth:`run_until_idle` or
+            :meth:`run_next` is called (for tests; see ``docs/howto/testing.md``).
 
     Raises:
         TaskValidationError: an argument is invalid.
@@ -93,6 +102,7 @@ class TaskEngine:
         clock: clock.Clock | None = None,
         start_method: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        execution: str = "processes",
     ) -> None:
         from taskengine import clock as clock_module
 
@@ -119,6 +129,11 @@ class TaskEngine:
         max_bytes = validation.check_optional_positive_int("max_payload_bytes", max_payload_bytes)
         assert max_bytes is not None
         self._max_payload = max_bytes
+        self._execution = execution
+        if not isinstance(execution, str) or execution not in EXECUTION_MODES:
+            raise errors.TaskValidationError(
+                "execution", execution, "expected 'processes' or 'inline'"
+            )
         self._store: base.TaskStore = MemoryStore() if store is None else store
         self._store.open()
         self._handlers: dict[str, registry.HandlerSpec] = {}
@@ -126,14 +141,24 @@ class TaskEngine:
         self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
         self._ids = ids.IdGenerator()
-        self._reactor = reactor.Reactor(
-            store=self._store,
-            task_writer=self._writer,
-            clock_=self._clock,
-            node_identity=self._node,
-            max_total_workers=self._max_total,
-            mp_context=multiprocessing.get_context(method),
-        )
+        self._reactor: reactor.Reactor | inline.InlineRunner
+        if execution == "inline":
+            self._reactor = inline.InlineRunner(
+                store=self._store,
+                task_writer=self._writer,
+                publisher=self._publisher,
+                clock_=self._clock,
+                node_identity=self._node,
+            )
+        else:
+            self._reactor = reactor.Reactor(
+                store=self._store,
+                task_writer=self._writer,
+                clock_=self._clock,
+                node_identity=self._node,
+                max_total_workers=self._max_total,
+                mp_context=multiprocessing.get_context(method),
+            )
         self._cluster: leases.ClusterDuties | None = None
         self._lifecycle = threading.Lock()
         self._started = False
@@ -146,6 +171,11 @@ class TaskEngine:
     def node_identity(self) -> str:
         """This engine's node name."""
         return self._node
+
+    @property
+    def execution(self) -> str:
+        """How handlers run: ``"processes"`` or ``"inline"``."""
+        return self._execution
 
     @property
     def store(self) -> base.TaskStore:
@@ -211,6 +241,50 @@ class TaskEngine:
         if self._stopped:
             raise errors.EngineStoppedError("the engine was stopped")
 
+    # -- inline execution -----------------------------------------------------------------
+
+    def run_next(self) -> bool:
+        """Run at most one due attempt in the calling thread (``execution="inline"`` only).
+
+        The engine starts on the first call if it was not started.  Returns after the
+        attempt's outcome is stored and its state-change callbacks have run.
+
+        Returns:
+            True if an attempt ran; False if none was due.
+
+        Raises:
+            TaskEngineError: the engine does not use inline execution, or the call came from
+                inside an inline attempt.
+            EngineStoppedError: the engine was stopped.
+        """
+        return self._inline_runner().run_next()
+
+    def run_until_idle(self, *, max_attempts: int | None = DEFAULT_MAX_INLINE_ATTEMPTS) -> int:
+        """Run due attempts in the calling thread until none is due; return how many ran.
+
+        Only ``execution="inline"`` engines.  "Due" is judged on the engine's clock, so a
+        retry or ``run_at`` in the future waits for ``clock.advance(...)``.
+
+        Raises:
+            TaskEngineError: not an inline engine; called from inside an inline attempt; or
+                still not idle after ``max_attempts`` attempts (a task that fails forever and
+                is due again at once).
+            TaskValidationError: ``max_attempts`` is not a positive int.
+            EngineStoppedError: the engine was stopped.
+        """
+        limit = validation.check_optional_positive_int("max_attempts", max_attempts)
+        return self._inline_runner().run_until_idle(limit)
+
+    def _inline_runner(self) -> inline.InlineRunner:
+        if not isinstance(self._reactor, inline.InlineRunner):
+            raise errors.TaskEngineError(
+                "run_next()/run_until_idle() need TaskEngine(..., execution='inline')"
+            )
+        self._check_open()
+        if not self._started:
+            self.start()
+        return self._reactor
+
     def _on_clock_moved(self) -> None:
         self._reactor.wake()
         self._sweeper.wake()
@@ -222,6 +296,13 @@ class TaskEngine:
         now = self._clock.now()
         changes = []
         for task in self._store.processing():
+            log.info(
+                "task %s was processing on %s when it stopped; counting attempt %d as crashed",
+                task.id,
+                task.node_identity,
+                task.attempts,
+                extra={"task_id": task.id, "task_type": task.type, "node": self._node},
+            )
             error = models.TaskError.of(
                 errors.WorkerCrashedError,
                 f"the engine ({task.node_identity}) stopped or crashed during attempt "
@@ -229,7 +310,11 @@ class TaskEngine:
             )
             changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
         if changes:
-            log.warning("re-queued %d task(s) interrupted by a previous crash", len(changes))
+            log.warning(
+                "re-queued %d task(s) interrupted by a previous crash",
+                len(changes),
+                extra={"node": self._node},
+            )
             self._writer.apply(changes)
 
     # -- handlers -------------------------------------------------------------------------
@@ -435,30 +520,16 @@ class TaskEngine:
         seconds = validation.check_duration("timeout", timeout, nullable=True)
         event, box = self._publisher.subscribe(checked)
         try:
-            task = self._visible(checked)
-            if task is None:
-                # A task that just finished with retain_for=0 is deleted by the same commit that
-                # finishes it, and announced right after under the writer's lock: wait for any
-                # such announcement before concluding that the id is unknown.
-                self._writer.barrier()
-                cached = self._publisher.finished(checked)
-                if cached is not None:
-                    return cached
-                raise errors.TaskNotFoundError(checked)
-            if task.status.is_final:
-                return task
+            done = self._finished_now(checked)
+            if done is not None:
+                return done
             if self._cluster is not None:
                 remote = self._wait_shared(event, seconds, checked)
                 if remote is not None:
                     return remote
             elif not event.wait(seconds):
                 raise TimeoutError(f"task {checked} did not finish within {seconds}s")
-            if not box:
-                raise errors.EngineStoppedError(f"the engine stopped while waiting for {checked}")
-            final = box[0]
-            if final is None:
-                raise errors.TaskNotFoundError(checked)
-            return final
+            return _announced(checked, box)
         finally:
             self._publisher.unsubscribe(checked, event)
 
@@ -493,6 +564,52 @@ class TaskEngine:
             if task.status.is_final:
                 return task
             step = min(step * 2, 0.5)
+
+    def _finished_now(self, task_id: str) -> models.BackgroundTask | None:
+        """The final snapshot if the task already finished, None if it has not (``wait``).
+
+        Call it after subscribing, so that a finish in between is announced to the subscriber.
+
+        Raises:
+            TaskNotFoundError: the id is unknown.
+        """
+        task = self._visible(task_id)
+        if task is None:
+            # A task that just finished with retain_for=0 is deleted by the same commit that
+            # finishes it, and announced right after under the writer's lock: wait for any
+            # such announcement before concluding that the id is unknown.
+            self._writer.barrier()
+            cached = self._publisher.finished(task_id)
+            if cached is not None:
+                return cached
+            raise errors.TaskNotFoundError(task_id)
+        return task if task.status.is_final else None
+
+    def stats(self) -> engine_stats.EngineStats:
+        """A snapshot of the task table (counts per type and status) and of this node's pools.
+
+        Counts cover every visible task in the store; worker figures cover only the pools of
+        this engine, and are zero on an engine that was not started.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        self._check_open()
+        now = self._clock.now()
+        counts = self._store.count_tasks(now)
+        facts: dict[str, dict[str, Any]] = {}
+        with self._lifecycle:
+            live = self._started and not self._stopped
+        if live:
+            facts = self._reactor.submit(self._reactor.pool_facts).result(timeout=_COMMAND_TIMEOUT)
+        return engine_stats.build(
+            node_identity=self._node,
+            now=now,
+            counts=counts,
+            pool_facts=facts,
+            registered=list(self._handlers),
+            is_dispatching=live,
+        )
 
     def query(
         self,
@@ -620,13 +737,26 @@ class TaskEngine:
 
     def _held_task_ids(self) -> set[str] | None:
         """The attempts the reactor holds; None when it does not answer soon (stopping)."""
+        runner = self._reactor
+        if not isinstance(runner, reactor.Reactor):
+            return None  # inline execution holds nothing between calls
         try:
-            return self._reactor.submit(self._reactor.held_task_ids).result(timeout=2.0)
+            return runner.submit(runner.held_task_ids).result(timeout=2.0)
         except concurrent.futures.TimeoutError:
             return None
 
     def _terminate_here(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))
+
+
+def _announced(task_id: str, box: list[models.BackgroundTask | None]) -> models.BackgroundTask:
+    """What a woken ``wait`` returns: the announced final snapshot, or the matching error."""
+    if not box:
+        raise errors.EngineStoppedError(f"the engine stopped while waiting for {task_id}")
+    final = box[0]
+    if final is None:
+        raise errors.TaskNotFoundError(task_id)
+    return final
 
 
 def _query_spec(

@@ -107,7 +107,9 @@ class Publisher:
         self._finished = FinishedCache()
         # One queue item per stored batch: a wakeup of the callback thread per batch, not per task.
         self._queue: queue.SimpleQueue[
-            list[tuple[registry.StateChangeCallback, models.BackgroundTask]] | None
+            list[tuple[registry.StateChangeCallback, models.BackgroundTask]]
+            | threading.Event
+            | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -138,11 +140,27 @@ class Publisher:
                 self._thread.join(timeout)
             self._thread = None
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until every callback queued so far has run (inline execution's determinism).
+
+        Returns False if that took longer than ``timeout``; returns at once when the callback
+        thread is not running or when called from a callback (it would wait for itself).
+        """
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        marker = threading.Event()
+        self._queue.put(marker)
+        return marker.wait(timeout)
+
     def _run_callbacks(self) -> None:
         while True:
             batch = self._queue.get()
             if batch is None:
                 return
+            if isinstance(batch, threading.Event):
+                batch.set()  # a flush() marker: every earlier callback has run
+                continue
             for callback, task in batch:
                 try:
                     outcome = callback(task)
@@ -193,9 +211,16 @@ class Publisher:
             box.append(None)
             event.set()
 
-    def subscribe(self, task_id: str) -> tuple[threading.Event, _Waiter]:
-        """Register interest in ``task_id`` finishing; check the store only after this."""
-        event = threading.Event()
+    def subscribe(
+        self, task_id: str, event: threading.Event | None = None
+    ) -> tuple[threading.Event, _Waiter]:
+        """Register interest in ``task_id`` finishing; check the store only after this.
+
+        ``event`` (a new ``threading.Event`` by default) is set once the box holds the final
+        snapshot, None for a removed task, or nothing when the engine stopped.  An event whose
+        ``set`` also wakes an asyncio loop lets ``AsyncTaskEngine.wait`` wait without a thread.
+        """
+        event = threading.Event() if event is None else event
         box: _Waiter = []
         with self._lock:
             if self._closed:

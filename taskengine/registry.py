@@ -55,7 +55,18 @@ def _find_module(module: str) -> None:
         if loaded is not None:
             found = getattr(loaded, "__spec__", None)
         else:
-            found = importlib.machinery.PathFinder.find_spec(name, search)
+            try:
+                found = importlib.machinery.PathFinder.find_spec(name, search)
+            except KeyError:
+                # A namespace package inside a namespace package that is not imported: CPython
+                # looks the parent up in sys.modules.  Its portions are plain directories.
+                portions = [os.path.join(p, part) for p in search or sys.path]
+                search = [p for p in portions if os.path.isdir(p)]
+                if not search:
+                    raise errors.HandlerNotFoundError(
+                        f"handler module {module!r} cannot be found"
+                    ) from None
+                continue
             if found is None and search is None:
                 found = importlib.util.find_spec(name)  # built-in and frozen top-level modules
         if found is None:

@@ -16,6 +16,9 @@ import taskengine
 
 T = TypeVar("T")
 
+# pytest's own plugin for running isolated pytest sessions (tests/testing/test_pytest_plugin.py).
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -49,6 +49,8 @@ class WorkerPool:
         self.failures = 0
         self.crashes = 0
         self.mean_run_time: float | None = None
+        #: Sum of the run times of every finished attempt (for the exact mean in stats).
+        self.run_seconds_total = 0.0
 
     def replace_spec(self, spec: registry.HandlerSpec) -> None:
         """Switch to a new registration; workers of the old one retire after their attempt."""
@@ -80,6 +82,7 @@ class WorkerPool:
 
     def record_run_time(self, seconds: float) -> None:
         """Fold one attempt's run time (as the coordinator saw it) into the moving mean."""
+        self.run_seconds_total += seconds
         if self.mean_run_time is None:
             self.mean_run_time = seconds
         else:

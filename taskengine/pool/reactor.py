@@ -195,10 +195,13 @@ class Reactor:
         return {
             task_type: {
                 "pids": [w.pid for w in each.workers],
+                "alive": sum(1 for w in each.workers if w.state is not State.KILLED),
                 "busy": sum(1 for w in each.workers if w.state is State.BUSY),
                 "tasks_done": each.tasks_done,
                 "failures": each.failures,
                 "crashes": each.crashes,
+                "run_seconds_total": each.run_seconds_total,
+                "max_worker_count": each.spec.max_worker_count,
             }
             for task_type, each in self._pools.items()
         }
@@ -219,7 +222,11 @@ class Reactor:
             while not self._turn():
                 pass
         except Exception:
-            log.critical("the taskengine reactor crashed; killing its workers", exc_info=True)
+            log.critical(
+                "the taskengine reactor crashed; killing its workers",
+                exc_info=True,
+                extra={"node": self._node},
+            )
             for each in self._pools.values():
                 for worker in each.workers:
                     worker.kill(Reason.STOP)
@@ -324,7 +331,11 @@ class Reactor:
             self._close_conn(worker)
             return False
         except Exception:
-            log.exception("garbled message from worker %s; killing it", worker.pid)
+            log.exception(
+                "garbled message from worker %s; killing it",
+                worker.pid,
+                extra={"task_type": worker.config.task_type, "node": self._node},
+            )
             worker.kill(Reason.STOP)
             self._close_conn(worker)
             return False
@@ -407,7 +418,15 @@ class Reactor:
     ) -> None:
         task = worker.task
         if task is None or task.id != done.task_id:
-            log.error("worker %s reported an attempt it was not running; killing it", worker.pid)
+            log.error(
+                "worker %s reported an attempt it was not running; killing it",
+                worker.pid,
+                extra={
+                    "task_id": done.task_id,
+                    "task_type": worker.config.task_type,
+                    "node": self._node,
+                },
+            )
             worker.kill(Reason.STOP)
             return
         worker.queue.popleft()
@@ -475,6 +494,7 @@ class Reactor:
                     spec.task_type,
                     rss,
                     spec.max_memory_per_worker,
+                    extra={"task_type": spec.task_type, "node": self._node},
                 )
                 return True
         return False
@@ -503,6 +523,16 @@ class Reactor:
                 exitcode=code,
                 spec=each.spec,
                 start_timeout=START_TIMEOUT,
+            )
+            # A termination was asked for (cancel/remove); anything else is worth a warning.
+            level = logging.INFO if worker.kill_reason is Reason.TERMINATED else logging.WARNING
+            log.log(
+                level,
+                "attempt %d of task %s ended with its worker: %s",
+                task.attempts,
+                task.id,
+                error.message,
+                extra={"task_id": task.id, "task_type": task.type, "node": self._node},
             )
             self._fail(task, error)
             self._release_queued(worker)
@@ -535,6 +565,11 @@ class Reactor:
                     worker.task.id if worker.task else "?",
                     spec.execution_timeout,
                     worker.pid,
+                    extra={
+                        "task_id": worker.task.id if worker.task else None,
+                        "task_type": spec.task_type,
+                        "node": self._node,
+                    },
                 )
                 worker.kill(Reason.TIMEOUT, grace=KILL_GRACE)
             elif worker.state is State.STARTING and now >= worker.started_at + START_TIMEOUT:
@@ -602,7 +637,11 @@ class Reactor:
             worker = each.spawn()
         except Exception:
             each.start_failed()
-            log.exception("could not start a worker for %r", each.spec.task_type)
+            log.exception(
+                "could not start a worker for %r",
+                each.spec.task_type,
+                extra={"task_type": each.spec.task_type, "node": self._node},
+            )
             return None
         self._watch(worker)
         return worker
@@ -663,12 +702,20 @@ class Reactor:
 
     def _store_ok(self) -> None:
         if self._store_backoff:
-            log.warning("the task store is writable again; held outcomes are stored")
+            log.warning(
+                "the task store is writable again; held outcomes are stored",
+                extra={"node": self._node},
+            )
         self._store_backoff = 0.0
         self._store_retry_at = 0.0
 
     def _store_failed(self, what: str) -> None:
         if not self._store_backoff:
-            log.error("task store failed while %s; retrying with backoff", what, exc_info=True)
+            log.error(
+                "task store failed while %s; retrying with backoff",
+                what,
+                exc_info=True,
+                extra={"node": self._node},
+            )
         self._store_backoff = min(STORE_RETRY_MAX, max(STORE_RETRY_FIRST, self._store_backoff * 2))
         self._store_retry_at = time.monotonic() + self._store_backoff

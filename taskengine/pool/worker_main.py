@@ -28,7 +28,15 @@ import attrs
 from taskengine import codec, context, models
 from taskengine.pool import messages
 
-__all__ = ["WorkerConfig", "resolve_callable", "run_worker"]
+__all__ = [
+    "WorkerConfig",
+    "init_error",
+    "load_handler",
+    "resolve_callable",
+    "run_attempt",
+    "run_shutdown",
+    "run_worker",
+]
 
 #: Exit status of a worker whose coordinator disappeared.
 ORPHAN_EXIT_CODE = 70
@@ -86,24 +94,12 @@ class _Worker:
         for entry in reversed(self.config.sys_path):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        where = f"{self.config.module}.{self.config.method}"
         try:
-            module = importlib.import_module(self.config.module)
-            self.handler = resolve_callable(module, self.config.method)
-            if self.config.initialise_method is not None:
-                resolve_callable(module, self.config.initialise_method)()
-        except BaseException as exc:
-            error = models.TaskError.from_exception(exc)
-            self.send(
-                messages.InitFailed(
-                    models.TaskError(
-                        type="WorkerInitError",
-                        message=f"starting a worker for {where} failed: {error.type}: "
-                        f"{error.message}",
-                        cause=error,
-                    )
-                )
+            self.handler = load_handler(
+                self.config.module, self.config.method, self.config.initialise_method
             )
+        except BaseException as exc:
+            self.send(messages.InitFailed(init_error(self.config.module, self.config.method, exc)))
             return False
         self.send(messages.Ready(os.getpid()))
         return True
@@ -116,45 +112,16 @@ class _Worker:
 
     def run(self, job: messages.Run) -> messages.Done:
         assert self.handler is not None
-        task = context.TaskContext(
-            id=job.task_id,
-            type=job.task_type,
-            attempt=job.attempt,
-            reporter=self.report(job.task_id),
-        )
-        token = context.set_current(task)
-        began = time.perf_counter()
-        try:
-            try:
-                payload = codec.decode(job.payload_blob)
-                result = self.handler(payload)
-                if inspect.isawaitable(result):
-                    if self.loop is None:
-                        self.loop = asyncio.new_event_loop()
-                    result = self.loop.run_until_complete(_await(result))
-            except BaseException as exc:  # SystemExit and friends are handler errors too
-                error = models.TaskError.from_exception(exc)
-                return messages.Done(job.task_id, None, error, time.perf_counter() - began)
-            try:
-                blob = codec.encode(result)
-            except BaseException as exc:
-                error = models.TaskError.from_exception(exc)
-                error = attrs.evolve(
-                    error, message=f"the result could not be serialised: {error.message}"
-                )
-                return messages.Done(job.task_id, None, error, time.perf_counter() - began)
-            return messages.Done(job.task_id, blob, None, time.perf_counter() - began)
-        finally:
-            context.reset_current(token)
+        return run_attempt(self.handler, job, self.report(job.task_id), self.event_loop)
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
 
     def shutdown(self) -> None:
-        name = self.config.shutdown_method
-        if name is None:
-            return
-        try:
-            resolve_callable(importlib.import_module(self.config.module), name)()
-        except BaseException as exc:
-            error = models.TaskError.from_exception(exc)
+        error = run_shutdown(self.config.module, self.config.shutdown_method)
+        if error is not None:
             with contextlib.suppress(OSError, ValueError):
                 self.send(messages.ShutdownFailed(error))
 
@@ -172,6 +139,87 @@ class _Worker:
                 self.send(done)
             except OSError:
                 return  # the coordinator is gone
+
+
+# -- what a worker does, shared with inline execution (taskengine/inline.py) ------------------
+
+
+def load_handler(
+    module_name: str, method: str, initialise_method: str | None
+) -> Callable[..., Any]:
+    """Import the handler's module, resolve the handler and run the initialise method.
+
+    Raises:
+        BaseException: whatever importing or initialising raised (see :func:`init_error`).
+    """
+    module = importlib.import_module(module_name)
+    handler = resolve_callable(module, method)
+    if initialise_method is not None:
+        resolve_callable(module, initialise_method)()
+    return handler
+
+
+def init_error(module_name: str, method: str, exc: BaseException) -> models.TaskError:
+    """The ``WorkerInitError`` of a worker whose start (import, initialise) raised ``exc``."""
+    error = models.TaskError.from_exception(exc)
+    return models.TaskError(
+        type="WorkerInitError",
+        message=f"starting a worker for {module_name}.{method} failed: {error.type}: "
+        f"{error.message}",
+        cause=error,
+    )
+
+
+def run_attempt(
+    handler: Callable[[Any], Any],
+    job: messages.Run,
+    reporter: Callable[[float, str | None], None],
+    event_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> messages.Done:
+    """Run one attempt: decode the payload, call (or await) the handler, encode the result.
+
+    The handler's exception becomes a ``TaskError`` here, so an attempt fails with the same
+    error in a worker process and inline.  ``context.SimulatedCrash`` is not a handler error:
+    it propagates (inline execution turns it into a crash).
+    """
+    task = context.TaskContext(
+        id=job.task_id, type=job.task_type, attempt=job.attempt, reporter=reporter
+    )
+    token = context.set_current(task)
+    began = time.perf_counter()
+    try:
+        try:
+            payload = codec.decode(job.payload_blob)
+            result = handler(payload)
+            if inspect.isawaitable(result):
+                result = event_loop().run_until_complete(_await(result))
+        except context.SimulatedCrash:
+            raise
+        except BaseException as exc:  # SystemExit and friends are handler errors too
+            error = models.TaskError.from_exception(exc)
+            return messages.Done(job.task_id, None, error, time.perf_counter() - began)
+        try:
+            blob = codec.encode(result)
+        except BaseException as exc:
+            error = models.TaskError.from_exception(exc)
+            error = attrs.evolve(
+                error, message=f"the result could not be serialised: {error.message}"
+            )
+            return messages.Done(job.task_id, None, error, time.perf_counter() - began)
+        return messages.Done(job.task_id, blob, None, time.perf_counter() - began)
+    finally:
+        context.reset_current(token)
+
+
+def run_shutdown(module_name: str, shutdown_method: str | None) -> models.TaskError | None:
+    """Run a worker's shutdown method; return its error, if it raised."""
+    if shutdown_method is None:
+        return None
+    try:
+        resolve_callable(importlib.import_module(module_name), shutdown_method)()
+    except BaseException as exc:
+        return models.TaskError.from_exception(exc)
+    return None
 
 
 async def _await(awaitable: Any) -> Any:

@@ -23,7 +23,15 @@ import attrs
 
 from taskengine import cursor, models
 
-__all__ = ["Delete", "SharedTaskStore", "StoreCapabilities", "TaskStore", "Update", "Write"]
+__all__ = [
+    "Delete",
+    "SharedTaskStore",
+    "StoreCapabilities",
+    "TaskCount",
+    "TaskStore",
+    "Update",
+    "Write",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +71,28 @@ class Delete:
 
 
 Write = Update | Delete
+
+
+@attrs.frozen(kw_only=True)
+class TaskCount:
+    """The visible tasks of one ``(task_type, status)`` pair, summarised (``count_tasks``).
+
+    Attributes:
+        task_type: the tasks' type.
+        status: the tasks' status.
+        count: how many tasks (always at least 1: empty groups are not reported).
+        attempts: the sum of their ``attempts``.
+        oldest_created: the smallest ``date_created`` of the group.
+        earliest_next_process: the smallest ``date_next_process`` of the group (None when no
+            task of the group has one, which is the case for every status but pending).
+    """
+
+    task_type: str
+    status: models.TaskStatus
+    count: int
+    attempts: int
+    oldest_created: datetime
+    earliest_next_process: datetime | None = None
 
 
 @runtime_checkable
@@ -165,6 +195,26 @@ class TaskStore(Protocol):
 
     def processing(self) -> list[models.BackgroundTask]:
         """All tasks in status processing (for crash recovery at start)."""
+        ...
+
+    def count_tasks(self, now: datetime) -> list[TaskCount]:
+        """Summarise the task table per ``(type, status)`` for ``engine.stats()``.
+
+        Contract (checked by ``tests/contract/test_count_tasks.py``):
+
+        * One ``TaskCount`` per ``(type, status)`` pair that has at least one task visible at
+          ``now``, in no particular order; a task is visible exactly when ``query`` would return
+          it: ``date_retain_until`` is None or later than ``now`` (expired tasks that the sweep
+          has not deleted yet are not counted).
+        * ``count`` is the number of such tasks, ``attempts`` the sum of their ``attempts``,
+          ``oldest_created`` the minimum ``date_created`` and ``earliest_next_process`` the
+          minimum non-null ``date_next_process`` (None when every one is null), with the same
+          millisecond UTC precision as every other datetime the store returns.
+        * One consistent snapshot (a single statement or read transaction); read-only; it never
+          decodes payloads or results.  An SQL store answers it with one ``GROUP BY type,
+          status`` statement filtered by ``date_retain_until IS NULL OR date_retain_until >
+          now`` and binds ``now`` as a parameter.
+        """
         ...
 
 

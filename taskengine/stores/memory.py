@@ -269,3 +269,25 @@ class MemoryStore:
         """All tasks in status processing."""
         with self._lock:
             return [t for t in self._tasks.values() if t.status is Status.PROCESSING]
+
+    def count_tasks(self, now: datetime) -> list[base.TaskCount]:
+        """Visible tasks summarised per ``(type, status)`` (see ``TaskStore.count_tasks``)."""
+        groups: dict[tuple[str, Status], list[models.BackgroundTask]] = {}
+        with self._lock:
+            for task in self._tasks.values():
+                if task.date_retain_until is None or task.date_retain_until > now:
+                    groups.setdefault((task.type, task.status), []).append(task)
+        return [
+            base.TaskCount(
+                task_type=task_type,
+                status=status,
+                count=len(tasks),
+                attempts=sum(task.attempts for task in tasks),
+                oldest_created=min(task.date_created for task in tasks),
+                earliest_next_process=min(
+                    (t.date_next_process for t in tasks if t.date_next_process is not None),
+                    default=None,
+                ),
+            )
+            for (task_type, status), tasks in groups.items()
+        ]

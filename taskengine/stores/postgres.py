@@ -404,6 +404,21 @@ class PostgresStore:
         """All tasks in status processing, on every node."""
         return [self._task(r) for r in self._fetch("list tasks", self._sql.SELECT_PROCESSING)]
 
+    def count_tasks(self, now: datetime) -> list[base.TaskCount]:
+        """Visible tasks summarised per ``(type, status)`` in one statement (read-only)."""
+        rows = self._fetch("count tasks", self._sql.COUNT_TASKS, (clock.to_millis(now),))
+        return [
+            base.TaskCount(
+                task_type=task_type,
+                status=models.TaskStatus(status),
+                count=int(count),
+                attempts=int(attempts),
+                oldest_created=clock.from_millis(created),
+                earliest_next_process=None if due is None else clock.from_millis(due),
+            )
+            for task_type, status, count, attempts, created, due in rows
+        ]
+
     # -- shared-store duties (base.SharedTaskStore) -----------------------------------------
 
     def renew_leases(self, node_identity: str) -> list[str]:

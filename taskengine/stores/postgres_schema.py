@@ -167,6 +167,11 @@ SELECT_EXPIRED: Final = (
     " ORDER BY lease_until NULLS FIRST, id LIMIT %s"
 )
 NOTIFY: Final = "SELECT pg_notify(%s, %s)"
+#: Visible tasks per (type, status).  Parameter: now (ms).
+COUNT_TASKS: Final = (
+    "SELECT type, status, count(*), sum(attempts), min(date_created), min(date_next_process)"
+    " FROM tasks WHERE date_retain_until IS NULL OR date_retain_until > %s GROUP BY type, status"
+)
 
 #: Sort field -> SQL expression (the whitelist; anything else is a ``KeyError``).
 SORT_EXPRESSIONS: Final[dict[str, LiteralString]] = {

@@ -36,7 +36,9 @@ from taskengine import clock, cursor, jsonform, models
 __all__ = [
     "COLUMNS",
     "DDL",
+    "SCHEDULES_DDL",
     "SCHEMA_VERSION",
+    "UPGRADES",
     "Row",
     "from_row",
     "query_sql",
@@ -48,7 +50,8 @@ __all__ = [
 Row = tuple[Any, ...]
 
 #: The schema version this code writes and understands (``PRAGMA user_version``).
-SCHEMA_VERSION: Final = 1
+#: Version 2 added the ``schedules`` table (see the schedules block at the end).
+SCHEMA_VERSION: Final = 2
 
 #: Column order of every SELECT and INSERT (``SqliteStore`` converts rows in this order).
 COLUMNS: Final[tuple[LiteralString, ...]] = (
@@ -166,6 +169,12 @@ NEXT_EXPIRY: Final = (
     " ORDER BY date_retain_until LIMIT 1"
 )
 #: Every processing task.
+#: Visible tasks summarised per (type, status), for ``count_tasks``.
+COUNT_TASKS: Final = (
+    "SELECT type, status, COUNT(*), SUM(attempts), MIN(date_created), MIN(date_next_process)"
+    " FROM tasks WHERE date_retain_until IS NULL OR date_retain_until > ? GROUP BY type, status"
+)
+
 SELECT_PROCESSING: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE status = 'processing'"  # noqa: S608 -- constants only
 #: Tables and indexes in the file (to recognise a database that is not ours).
 LIST_OBJECTS: Final = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
@@ -303,3 +312,38 @@ def from_row(row: Row) -> models.BackgroundTask:
         progress=row[17],
         idempotency_key=row[18],
     )
+
+
+# -- schedules (TaskScheduler; added in schema version 2) -----------------------------------
+# One row per schedule id: the fingerprint of its times, its pending slots (JSON list of
+# integer milliseconds or null) and the earliest of them, on which firings compare-and-set.
+
+#: Statements that create the schedules table (part of a new file, and the 1 -> 2 upgrade).
+SCHEDULES_DDL: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE schedules (
+        id TEXT NOT NULL PRIMARY KEY,
+        times_key TEXT NOT NULL,
+        slots TEXT NOT NULL,
+        next_trigger INTEGER
+    ) STRICT
+    """,
+)
+#: Statements that bring a file of schema version N (the key) to version N + 1.
+UPGRADES: Final[dict[int, tuple[str, ...]]] = {1: SCHEDULES_DDL}
+#: One schedule's id, times_key and slots.
+SELECT_SCHEDULE: Final = "SELECT id, times_key, slots FROM schedules WHERE id = ?"
+#: Insert or overwrite one schedule.  Parameters: id, times_key, slots, next_trigger.
+UPSERT_SCHEDULE: Final = (
+    "INSERT INTO schedules (id, times_key, slots, next_trigger) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET times_key = excluded.times_key, slots = excluded.slots,"
+    " next_trigger = excluded.next_trigger"
+)
+#: Move a schedule on if it still has the expected times and next slot.  Parameters: the new
+#: next_trigger, slots and times_key, then id, the expected times_key and next_trigger.
+CAS_SCHEDULE: Final = (
+    "UPDATE schedules SET next_trigger = ?, slots = ?, times_key = ?"
+    " WHERE id = ? AND times_key = ? AND next_trigger = ?"
+)
+#: Forget one schedule.
+DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE id = ?"

@@ -147,9 +147,16 @@ class SqliteStore:
                 writer.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
                 writer.execute("BEGIN IMMEDIATE")
                 try:
-                    if self._check_schema(writer) == 0:
-                        for statement in schema.DDL:
+                    version = self._check_schema(writer)
+                    if version == 0:
+                        for statement in (*schema.DDL, *schema.SCHEDULES_DDL):
                             writer.execute(statement)
+                        writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
+                    elif version < schema.SCHEMA_VERSION:
+                        # An older file: upgrade it step by step in this transaction.
+                        for step in range(version, schema.SCHEMA_VERSION):
+                            for statement in schema.UPGRADES[step]:
+                                writer.execute(statement)
                         writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
                     writer.execute("COMMIT")
                 finally:
@@ -502,6 +509,25 @@ class SqliteStore:
     def processing(self) -> list[models.BackgroundTask]:
         """All tasks in status processing (for crash recovery at start)."""
         return [self._task(row) for row in self._fetch(schema.SELECT_PROCESSING, ())]
+
+    def count_tasks(self, now: datetime) -> list[base.TaskCount]:
+        """Visible tasks summarised per ``(type, status)`` in one statement (read-only)."""
+        rows = self._fetch(schema.COUNT_TASKS, (clock.to_millis(now),))
+        counts = []
+        for task_type, status, count, attempts, created, due in rows:
+            oldest = schema.to_date(created)
+            assert oldest is not None  # every group has at least one row
+            counts.append(
+                base.TaskCount(
+                    task_type=task_type,
+                    status=models.TaskStatus(status),
+                    count=count,
+                    attempts=attempts,
+                    oldest_created=oldest,
+                    earliest_next_process=schema.to_date(due),
+                )
+            )
+        return counts
 
 
 def _warn_if_writable_by_others(path: str, what: str) -> None:

@@ -105,13 +105,6 @@ def test_every_constructor_parameter_is_documented(cls):
         assert re.search(rf"\b{parameter}\b", section), f"`{parameter}` of {cls.__name__}"
 
 
-def test_planned_names_are_described_as_planned_and_not_exported():
-    section = API.read_text().split("## Planned names", 1)[1]
-    for name in ("TaskScheduler", "ScheduledTaskTime", "ScheduledTaskInfo", "taskengine.testing"):
-        assert name not in taskengine.__all__
-        assert name in section
-
-
 @pytest.mark.parametrize("path", _doc_files(), ids=lambda path: str(path.relative_to(DOCS)))
 def test_every_relative_link_resolves(path):
     broken = []

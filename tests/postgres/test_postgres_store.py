@@ -362,3 +362,26 @@ def test_without_notify_the_poll_still_finds_tasks_created_elsewhere(
             assert final.node_identity == deaf.node_identity
     finally:
         deaf.stop(timeout=10)
+
+
+def test_count_tasks_agrees_with_the_memory_store(schema: tuple[str, str]) -> None:
+    from tests.contract.factories import drive
+
+    tasks = [
+        drive(new(task_type, retain_for=5.0), status, at(1))
+        for task_type in ("a", "b")
+        for status in Status
+    ]
+    tasks += [new("a", run_at=at(k)) for k in range(3)]
+    memory, postgres = taskengine.MemoryStore(), pg.make_store(*schema)
+    postgres.open()
+    try:
+        for store in (memory, postgres):
+            store.insert_many(tasks)
+        for moment in (at(0), at(6_000)):  # before and after the finished tasks' retention
+            expected = sorted(memory.count_tasks(moment), key=lambda c: (c.task_type, c.status))
+            got = sorted(postgres.count_tasks(moment), key=lambda c: (c.task_type, c.status))
+            assert got == expected
+            assert got
+    finally:
+        postgres.close()

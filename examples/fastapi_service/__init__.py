@@ -1,0 +1,1 @@
+"""An example FastAPI service that runs CPU-heavy work in taskengine's worker processes."""

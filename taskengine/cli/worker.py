@@ -1,0 +1,260 @@
+"""``taskengine worker APP``: run an engine node until SIGTERM or SIGINT.
+
+``APP`` is ``package.module:function``; the function receives the (not yet started) engine and
+registers its handlers.  The node is the only command that calls ``engine.start()``, so it is
+the only one that takes the store's dispatch lock.
+
+Signals.  The first SIGTERM or SIGINT stops gracefully: no new attempts start, running ones may
+finish for up to ``--stop-timeout`` seconds (then they are killed and count as crashed), every
+worker runs its shutdown method, and the command exits 0.  A second signal stops at once: every
+worker process is killed and the command exits 1; the attempts it cut short are still
+``processing`` in the store and are re-queued (counted as crashed) when a node starts on the
+store again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import psutil
+
+import taskengine
+from taskengine.cli import common, nodefile
+
+__all__ = ["add_parser", "load_app"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
+    """Add the ``worker`` command."""
+    parser = commands.add_parser(
+        "worker",
+        parents=[shared],
+        help="run an engine node (handlers registered by APP) until SIGTERM/SIGINT",
+        description="Run an engine node: import APP (package.module:function), call it with "
+        "the engine so that it registers handlers, start dispatching, and run until SIGTERM or "
+        "SIGINT.  The first signal stops gracefully (running attempts may finish for up to "
+        "--stop-timeout seconds, shutdown methods run; exit 0); a second one kills every "
+        "worker at once (exit 1).",
+    )
+    parser.add_argument(
+        "app", metavar="APP", help="package.module:function that registers handlers"
+    )
+    common.add_store_option(parser)
+    parser.add_argument(
+        "--node-identity", metavar="NAME", help="this node's name (default host:pid:random)"
+    )
+    parser.add_argument(
+        "--max-total-workers",
+        type=int,
+        metavar="N",
+        help="cap on all pools' workers (default: CPU count)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long running attempts may finish after the first signal (default 30)",
+    )
+    parser.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="directory put first on sys.path to import APP from (default: the current one)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="log a stats line per task type every SECONDS at level INFO (0: never)",
+    )
+    parser.set_defaults(run=run)
+
+
+def load_app(spec: str, app_dir: str) -> Callable[[taskengine.TaskEngine], object]:
+    """Import ``package.module:function`` and return the function.
+
+    Raises:
+        CliError: the text is malformed (exit 2), or the module or function cannot be loaded.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute.isidentifier():
+        raise common.CliError(
+            f"APP must look like package.module:function, not {spec!r}", common.EXIT_USAGE
+        )
+    directory = os.path.abspath(app_dir)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise common.CliError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise common.CliError(f"{module_name!r} has no function {attribute!r}")
+    return function  # type: ignore[no-any-return]
+
+
+class _Signals:
+    """First signal: ask for a graceful stop.  Second: kill every worker and exit now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.name = ""
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if not self.stop.is_set():
+            self.name = signal.Signals(number).name
+            self.stop.set()
+            return
+        _kill_descendants()
+        os.write(
+            2,
+            b"taskengine worker: second signal: killed every worker; interrupted attempts "
+            b"are re-queued when a node starts on this store again\n",
+        )
+        os._exit(common.EXIT_FAILURE)
+
+
+def _kill_descendants() -> None:
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+
+
+def _log_stats(engine: taskengine.TaskEngine) -> None:
+    try:
+        snapshot = engine.stats()
+    except taskengine.TaskEngineError:
+        log.warning("could not take stats", exc_info=True)
+        return
+    for entry in snapshot.types:
+        log.info(
+            "stats: pending=%d processing=%d success=%d failed=%d cancelled=%d workers=%d/%d "
+            "busy=%d done=%d failures=%d crashes=%d",
+            entry.pending,
+            entry.processing,
+            entry.success,
+            entry.failed,
+            entry.cancelled,
+            entry.workers_alive,
+            entry.max_worker_count,
+            entry.workers_busy,
+            entry.tasks_done,
+            entry.failures,
+            entry.crashes,
+            extra={"task_type": entry.task_type, "node": snapshot.node_identity},
+        )
+
+
+def _publish(engine: taskengine.TaskEngine, node_path: str | None) -> str | None:
+    """Write the node file; returns the path to keep writing, None after a failure."""
+    if node_path is None:
+        return None
+    try:
+        nodefile.write(node_path, engine.stats())
+    except (OSError, taskengine.TaskEngineError):
+        log.warning(
+            "cannot write the node file %s; taskengine stats will show no worker figures",
+            node_path,
+            exc_info=True,
+            extra={"node": engine.node_identity},
+        )
+        return None
+    return node_path
+
+
+def _wait_for_signal(
+    signals: _Signals, engine: taskengine.TaskEngine, interval: float, node_path: str | None
+) -> None:
+    # A bounded wait: the signal handler runs between the waits' wake-ups at the latest.
+    next_stats = time.monotonic() + interval
+    written = time.monotonic()
+    while not signals.stop.wait(min(1.0, interval) if interval else 1.0):
+        if interval and time.monotonic() >= next_stats:
+            _log_stats(engine)
+            next_stats = time.monotonic() + interval
+        if node_path is not None and nodefile.due(written):
+            node_path = _publish(engine, node_path)
+            written = time.monotonic()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the node until a signal."""
+    if not args.stop_timeout >= 0:
+        raise common.CliError("--stop-timeout must be seconds >= 0", common.EXIT_USAGE)
+    if not args.stats_interval >= 0:
+        raise common.CliError("--stats-interval must be seconds >= 0", common.EXIT_USAGE)
+    setup = load_app(args.app, args.app_dir)
+    url = common.store_url(args.store)
+    signals = _Signals()
+    node_path: str | None = None
+    signals.install()
+    try:
+        engine = common.engine_on(
+            url, node_identity=args.node_identity, max_total_workers=args.max_total_workers
+        )
+        try:
+            try:
+                setup(engine)
+            except taskengine.TaskEngineError:
+                raise
+            except Exception as exc:
+                raise common.CliError(f"{args.app} failed: {type(exc).__name__}: {exc}") from exc
+            engine.start()
+            types = [e.task_type for e in engine.stats().types if e.is_registered]
+            print(
+                f"taskengine worker: node {engine.node_identity} dispatching "
+                f"{', '.join(types) or 'no task type'} from {common.describe(url)}; "
+                "stop with SIGTERM or Ctrl-C",
+                file=sys.stderr,
+                flush=True,
+            )
+            store = engine.store
+            if isinstance(store, taskengine.SqliteStore):
+                node_path = _publish(engine, nodefile.path_for(store.path))
+            _wait_for_signal(signals, engine, args.stats_interval, node_path)
+            print(
+                f"taskengine worker: {signals.name}: stopping; running attempts may finish for "
+                f"up to {args.stop_timeout:g} s (a second signal stops at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            engine.stop(args.stop_timeout)
+            if node_path is not None:
+                nodefile.remove(node_path)
+    finally:
+        signals.restore()
+    print("taskengine worker: stopped", file=sys.stderr, flush=True)
+    return common.EXIT_OK
