@@ -160,6 +160,10 @@ class TaskEngine:
                 mp_context=multiprocessing.get_context(method),
             )
         self._cluster: leases.ClusterDuties | None = None
+        #: Other nodes share the store: they may finish or run tasks this engine knows nothing of.
+        self._shared = self._store.capabilities.shared and isinstance(
+            self._store, base.SharedTaskStore
+        )
         self._lifecycle = threading.Lock()
         self._started = False
         self._stopped = False
@@ -523,7 +527,7 @@ class TaskEngine:
             done = self._finished_now(checked)
             if done is not None:
                 return done
-            if self._cluster is not None:
+            if self._shared:
                 remote = self._wait_shared(event, seconds, checked)
                 if remote is not None:
                     return remote
@@ -727,7 +731,7 @@ class TaskEngine:
 
     def _terminate(self, task: models.BackgroundTask) -> None:
         owner = task.node_identity
-        if self._cluster is not None and owner is not None and owner != self._node:
+        if self._shared and owner is not None and owner != self._node:
             try:  # the owning node kills it; its late outcome is fenced out either way
                 self._store.request_termination(owner, task.id)  # type: ignore[attr-defined]
             except errors.StoreError:

@@ -228,11 +228,16 @@ def test_a_termination_request_reaches_only_the_named_node(schema: tuple[str, st
             store.close()
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["node", "never-started"])
 def test_cancel_with_terminate_kills_the_attempt_on_another_node(
-    make_engine: Callable[..., taskengine.TaskEngine], tmp_path: Path
+    make_engine: Callable[..., taskengine.TaskEngine],
+    schema: tuple[str, str],
+    tmp_path: Path,
+    started: bool,
 ) -> None:
     owner = make_engine()
-    other = make_engine()
+    # A never-started engine is what the command line uses for "tasks cancel --terminate".
+    other = make_engine() if started else taskengine.TaskEngine(pg.make_store(*schema))
     owner.register_handler("hang", HANDLERS, "hang_with_pid")
     pid_file = tmp_path / "worker.pid"
     task_id = other.create("hang", {"pid_file": str(pid_file)}, retain_for=None)
@@ -243,6 +248,8 @@ def test_cancel_with_terminate_kills_the_attempt_on_another_node(
     assert final.status is Status.CANCELLED
     assert final.attempts == 1
     assert owner.get(task_id) == final
+    if not started:
+        other.stop()
 
 
 def test_the_engine_recovers_after_its_connections_are_cut(
