@@ -1,7 +1,7 @@
 """Cluster duties of an engine on a shared store (``capabilities.shared``, e.g. PostgreSQL).
 
-One thread per engine renews the leases of this node's claims every ``heartbeat_interval`` and
-re-queues the tasks of nodes whose lease ended: the cut-short attempt counts and its error is
+One thread per engine renews the leases of this node's claims every ``heartbeat_interval`` and,
+every ``REAP_INTERVAL`` (or more often), re-queues the tasks of nodes whose lease ended: the cut-short attempt counts and its error is
 ``WorkerCrashedError``, written through the engine's fenced writer, so exactly one node's
 write applies and a late outcome of the lost attempt changes nothing.  The store's LISTEN
 thread wakes the reactor on new work and forwards terminations requested by other nodes.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Expired claims re-queued per store call.
 REAP_BATCH: Final = 200
+#: Longest time between two looks for expired leases (seconds).
+REAP_INTERVAL: Final = 2.0
 
 
 class LeaseKeeper:
@@ -63,11 +66,15 @@ class LeaseKeeper:
             self._thread.join(timeout)
 
     def beat(self) -> int:
-        """Renew this node's leases, then re-queue expired claims; return how many re-queued.
+        """Renew this node's leases, then re-queue expired claims; return how many re-queued."""
+        self.renew()
+        return self.reap()
 
-        An attempt this node still runs but no longer holds in the store (another node
-        cancelled or removed it and the NOTIFY was lost, or its lease lapsed and it was
-        re-queued) is terminated: its outcome would be fenced out anyway.
+    def renew(self) -> None:
+        """Renew this node's leases; terminate attempts whose claim is no longer this node's.
+
+        Such an attempt (another node cancelled or removed it and the NOTIFY was lost, or its
+        lease lapsed and it was re-queued) would have its outcome fenced out anyway.
         """
         held = self._held()  # before renewing: whatever it holds was claimed by then
         renewed = set(self._store.renew_leases(self._node))
@@ -78,6 +85,9 @@ class LeaseKeeper:
                 extra={"task_id": task_id, "node": self._node},
             )
             self._terminate(task_id)
+
+    def reap(self) -> int:
+        """Re-queue the processing tasks whose lease expired; return how many."""
         total = 0
         while not self._stopping.is_set():
             expired = self._store.expired_claims(REAP_BATCH)
@@ -92,8 +102,7 @@ class LeaseKeeper:
                     f"{task.attempts}",
                 )
                 changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
-            applied = self._writer.apply(changes)
-            count = sum(applied)
+            count = sum(self._writer.apply(changes))  # fenced: one node's write applies
             if count:
                 log.warning(
                     "re-queued %d task(s) whose node's lease expired",
@@ -110,18 +119,26 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         interval = self._store.heartbeat_interval
-        delay, failing = 0.0, False
+        # Expired leases are looked for more often than leases are renewed, so a dead node's
+        # attempts are re-queued within about lease_timeout + REAP_INTERVAL.
+        tick = min(interval, REAP_INTERVAL)
+        renew_at, failing = 0.0, False
+        delay = 0.0
         while not self._stopping.wait(delay):
             try:
-                self.beat()
+                if time.monotonic() >= renew_at:
+                    self.renew()
+                    renew_at = time.monotonic() + interval
+                self.reap()
             except errors.StoreError:
                 if not failing:
                     log.warning("lease renewal failed; retrying", exc_info=True)
-                delay, failing = min(interval, 1.0), True
+                delay, failing = min(tick, 1.0), True
                 continue
             if failing:
                 log.warning("lease renewal works again")
-            delay, failing = interval, False
+            failing = False
+            delay = max(0.0, min(tick, renew_at - time.monotonic()))
 
 
 class ClusterDuties:

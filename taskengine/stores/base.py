@@ -229,7 +229,7 @@ class SharedTaskStore(TaskStore, Protocol):
 
     @property
     def heartbeat_interval(self) -> float:
-        """Seconds between a node's lease renewals and its checks for expired leases."""
+        """Seconds between a node's lease renewals."""
         ...
 
     def renew_leases(self, node_identity: str) -> list[str]:

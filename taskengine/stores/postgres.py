@@ -160,7 +160,7 @@ class PostgresStore:
 
     @property
     def heartbeat_interval(self) -> float:
-        """Seconds between this node's lease renewals (and its checks for expired leases)."""
+        """Seconds between this node's lease renewals."""
         return self._beat
 
     # -- lifecycle -------------------------------------------------------------------------
