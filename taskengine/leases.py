@@ -1,9 +1,10 @@
 """Cluster duties of an engine on a shared store (``capabilities.shared``, e.g. PostgreSQL).
 
 One thread per engine renews the leases of this node's claims every ``heartbeat_interval`` and,
-every ``REAP_INTERVAL`` (or more often), re-queues the tasks of nodes whose lease ended: the cut-short attempt counts and its error is
-``WorkerCrashedError``, written through the engine's fenced writer, so exactly one node's
-write applies and a late outcome of the lost attempt changes nothing.  The store's LISTEN
+every ``REAP_INTERVAL`` (or more often), re-queues the tasks of nodes whose lease ended: the
+cut-short attempt counts and its error is ``WorkerCrashedError``, written through the engine's
+fenced writer, so exactly one node's write applies and a late outcome of the lost attempt
+changes nothing.  The store's LISTEN
 thread wakes the reactor on new work and forwards terminations requested by other nodes.
 
 Single-node stores never get here, so MemoryStore and SqliteStore behave as before.
