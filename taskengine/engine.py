@@ -7,11 +7,13 @@ deletes expired tasks.  Every public method is thread-safe.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -23,6 +25,7 @@ from taskengine import (
     errors,
     ids,
     inline,
+    leases,
     models,
     publishing,
     registry,
@@ -157,6 +160,11 @@ class TaskEngine:
                 max_total_workers=self._max_total,
                 mp_context=multiprocessing.get_context(method),
             )
+        self._cluster: leases.ClusterDuties | None = None
+        #: Other nodes share the store: they may finish or run tasks this engine knows nothing of.
+        self._shared = self._store.capabilities.shared and isinstance(
+            self._store, base.SharedTaskStore
+        )
         self._lifecycle = threading.Lock()
         self._started = False
         self._stopped = False
@@ -190,6 +198,15 @@ class TaskEngine:
             self._publisher.start()
             self._reactor.start()
             self._sweeper.start()
+            self._cluster = leases.start_cluster_duties(
+                self._store,
+                self._writer,
+                self._clock,
+                self._node,
+                self._reactor.wake,
+                self._held_task_ids,
+                self._terminate_here,
+            )
             self._started = True
         return self
 
@@ -209,6 +226,8 @@ class TaskEngine:
         self._clock.remove_listener(self._on_clock_moved)
         self._reactor.stop(seconds)
         self._sweeper.stop()
+        if self._cluster is not None:
+            self._cluster.stop()
         self._publisher.stop(timeout=5.0)
         self._store.close()
 
@@ -513,11 +532,47 @@ class TaskEngine:
             done = self._finished_now(checked)
             if done is not None:
                 return done
-            if not event.wait(seconds):
+            if self._shared:
+                remote = self._wait_shared(event, seconds, checked)
+                if remote is not None:
+                    return remote
+            elif not event.wait(seconds):
                 raise TimeoutError(f"task {checked} did not finish within {seconds}s")
             return _announced(checked, box)
         finally:
             self._publisher.unsubscribe(checked, event)
+
+    def _wait_shared(
+        self, event: threading.Event, seconds: float | None, task_id: str
+    ) -> models.BackgroundTask | None:
+        """Wait on a shared store, where another node may finish the task unannounced here.
+
+        Returns the final record read from the store, or None once a local announcement
+        arrived (the caller reads it from its box).  The store is polled with a growing step
+        (10 ms to 0.5 s).
+
+        Raises:
+            TimeoutError: ``seconds`` passed first.
+            TaskNotFoundError: the task vanished (another node removed it, or finished it with
+                ``retain_for=0``, which deletes it at once).
+        """
+        deadline = None if seconds is None else time.monotonic() + seconds
+        step = 0.01
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"task {task_id} did not finish within {seconds}s")
+            if event.wait(step if remaining is None else min(step, remaining)):
+                return None
+            task = self._visible(task_id)
+            if task is None:
+                self._writer.barrier()  # a local finish in flight is announced by now
+                if event.is_set():
+                    return None
+                raise errors.TaskNotFoundError(task_id)
+            if task.status.is_final:
+                return task
+            step = min(step * 2, 0.5)
 
     def _finished_now(self, task_id: str) -> models.BackgroundTask | None:
         """The final snapshot if the task already finished, None if it has not (``wait``).
@@ -643,7 +698,7 @@ class TaskEngine:
             return False
         old, _ = outcome
         if old.status is Status.PROCESSING:
-            self._terminate(old.id)
+            self._terminate(old)
         return True
 
     def remove(self, task_id: str) -> bool:
@@ -665,7 +720,7 @@ class TaskEngine:
             change = writer.Change(write=delete, task=None, status_changed=False)
             if self._writer.apply([change])[0]:
                 if task.status is Status.PROCESSING:
-                    self._terminate(task.id)
+                    self._terminate(task)
                 return True
         return False
 
@@ -679,7 +734,27 @@ class TaskEngine:
         if self._started and not self._stopped:
             future.result(timeout=_COMMAND_TIMEOUT)
 
-    def _terminate(self, task_id: str) -> None:
+    def _terminate(self, task: models.BackgroundTask) -> None:
+        owner = task.node_identity
+        if self._shared and owner is not None and owner != self._node:
+            try:  # the owning node kills it; its late outcome is fenced out either way
+                self._store.request_termination(owner, task.id)  # type: ignore[attr-defined]
+            except errors.StoreError:
+                log.warning("could not ask node %s to terminate task %s", owner, task.id)
+            return
+        self._terminate_here(task.id)
+
+    def _held_task_ids(self) -> set[str] | None:
+        """The attempts the reactor holds; None when it does not answer soon (stopping)."""
+        runner = self._reactor
+        if not isinstance(runner, reactor.Reactor):
+            return None  # inline execution holds nothing between calls
+        try:
+            return runner.submit(runner.held_task_ids).result(timeout=2.0)
+        except concurrent.futures.TimeoutError:
+            return None
+
+    def _terminate_here(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))
 
 

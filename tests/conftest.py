@@ -59,12 +59,18 @@ def worker_pids() -> set[int]:
     return found
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> taskengine.stores.TaskStore:
-    """Every store the engine supports (PostgreSQL joins with its own issue)."""
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[taskengine.stores.TaskStore]:
+    """Every store the engine supports (PostgreSQL: a fresh schema per test, dropped after)."""
     if request.param == "memory":
-        return taskengine.MemoryStore()
-    return taskengine.SqliteStore(tmp_path / "tasks.db")
+        yield taskengine.MemoryStore()
+    elif request.param == "sqlite":
+        yield taskengine.SqliteStore(tmp_path / "tasks.db")
+    else:
+        from tests.postgres import support as pg
+
+        with pg.fresh_schema() as (dsn, schema):
+            yield pg.make_store(dsn, schema)
 
 
 @pytest.fixture

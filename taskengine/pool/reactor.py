@@ -192,6 +192,10 @@ class Reactor:
             return True
         return False
 
+    def held_task_ids(self) -> set[str]:
+        """Ids of the attempts this reactor's workers run or hold queued (reactor thread)."""
+        return {task.id for worker in self._workers() for task in worker.queue}
+
     def pool_facts(self) -> dict[str, dict[str, Any]]:
         """Worker pids and states per task type (for tests and stats)."""
         return {

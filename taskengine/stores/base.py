@@ -23,7 +23,15 @@ import attrs
 
 from taskengine import cursor, models
 
-__all__ = ["Delete", "StoreCapabilities", "TaskCount", "TaskStore", "Update", "Write"]
+__all__ = [
+    "Delete",
+    "SharedTaskStore",
+    "StoreCapabilities",
+    "TaskCount",
+    "TaskStore",
+    "Update",
+    "Write",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -207,4 +215,45 @@ class TaskStore(Protocol):
           status`` statement filtered by ``date_retain_until IS NULL OR date_retain_until >
           now`` and binds ``now`` as a parameter.
         """
+        ...
+
+
+@runtime_checkable
+class SharedTaskStore(TaskStore, Protocol):
+    """A store several engine nodes share (``capabilities.shared``): the extra duties.
+
+    The engine uses these methods only when ``capabilities.shared`` is true, so single-node
+    stores need not have them.  Lease times are measured by the store (database time), never
+    by a node's clock.
+    """
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a node's lease renewals."""
+        ...
+
+    def renew_leases(self, node_identity: str) -> list[str]:
+        """Extend the lease of every processing task ``node_identity`` holds; return their ids."""
+        ...
+
+    def expired_claims(self, limit: int) -> list[models.BackgroundTask]:
+        """Up to ``limit`` processing tasks whose lease ended (their node died or stalled)."""
+        ...
+
+    def listen(
+        self,
+        node_identity: str,
+        on_wakeup: Callable[[], None],
+        on_terminate: Callable[[str], None],
+    ) -> None:
+        """Start delivering the store's notifications to this node; they end at ``close``.
+
+        ``on_wakeup`` runs when work may be due (and after each reconnection);
+        ``on_terminate(task_id)`` when another node cancelled or removed an attempt running on
+        ``node_identity``.
+        """
+        ...
+
+    def request_termination(self, node_identity: str, task_id: str) -> None:
+        """Ask ``node_identity`` to kill the worker running ``task_id`` (best effort)."""
         ...

@@ -7,6 +7,7 @@ same claim order, the same pages.  A new backend is added by one entry in ``STOR
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from taskengine import codec, cursor, errors, models, transitions
 from taskengine.stores import base
 from taskengine.stores.memory import MemoryStore
 from taskengine.stores.sqlite import SqliteStore
+from tests.postgres import support as pg
 
 from .factories import Status, at, claimer, drive, error, full_task, new, position
 
@@ -32,15 +34,20 @@ ASC, DESC = models.SortDirection.ASCENDING, models.SortDirection.DESCENDING
 SORT_FIELDS = ["date_created", "date_modified", "date_completed", "status"]
 
 
-@pytest.fixture(params=sorted(STORE_FACTORIES))
+@pytest.fixture(
+    params=[*sorted(STORE_FACTORIES), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[base.TaskStore]:
-    """An open, empty store of each kind."""
-    instance = STORE_FACTORIES[request.param](tmp_path)
-    instance.open()
-    try:
+    """An open, empty store of each kind (PostgreSQL: a fresh schema, dropped after)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            dsn, schema = stack.enter_context(pg.fresh_schema())
+            instance: base.TaskStore = pg.make_store(dsn, schema)
+        else:
+            instance = STORE_FACTORIES[request.param](tmp_path)
+        instance.open()
+        stack.callback(instance.close)
         yield instance
-    finally:
-        instance.close()
 
 
 def spec_of(
