@@ -178,6 +178,11 @@ class TaskEngine:
         return self._node
 
     @property
+    def clock(self) -> clock.Clock:
+        """The time source the engine was given (a ``SystemClock`` by default)."""
+        return self._clock
+
+    @property
     def execution(self) -> str:
         """How handlers run: ``"processes"`` or ``"inline"``."""
         return self._execution

@@ -63,7 +63,8 @@ class TaskScheduler:
         engine_or_store: where slots are kept: None (in memory), a ``TaskEngine`` or task store
             (a ``SqliteStore`` file's ``schedules`` table; PostgreSQL for a shared store; memory
             for a ``MemoryStore``), or a ``ScheduleStore`` such as ``PgScheduleStore``.
-        clock: the time source (a ``FakeClock`` in tests); the wall clock by default.
+        clock: the time source (a ``FakeClock`` in tests); by default the clock of the engine
+            given as ``engine_or_store``, else the wall clock.
         callback_threads: how many callbacks may run at once (each id at most once).
 
     Raises:
@@ -84,7 +85,7 @@ class TaskScheduler:
         if threads is None:
             raise errors.TaskValidationError("callback_threads", callback_threads, "expected >= 1")
         self._threads = threads
-        self._clock: clocks.Clock = clock or clocks.SystemClock()
+        self._clock: clocks.Clock = clock or _clock_of(engine_or_store) or clocks.SystemClock()
         self._store, self._owns_store = schedules.for_target(engine_or_store)
         self._store.open()
         self._cond = threading.Condition()
@@ -384,3 +385,9 @@ class TaskScheduler:
                 elif live is not None:
                     self._push(live, live.record.next_trigger)  # a replacement waited for us
                 self._cond.notify_all()
+
+
+def _clock_of(target: object) -> clocks.Clock | None:
+    """The clock of an engine (its ``clock`` property), so that both share one time source."""
+    found = getattr(target, "clock", None)
+    return found if isinstance(found, clocks.Clock) else None

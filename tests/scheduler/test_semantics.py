@@ -382,3 +382,30 @@ def test_replacing_a_far_schedule_many_times_does_not_grow_the_heap(scheduler, c
         scheduler.add_task("far", ScheduledTaskTime(interval_days=300 + n), lambda: None)
     assert len(scheduler._heap) <= 2 * 1 + 64 + 1
     assert scheduler.tasks_info().next_triggers == {"far": START + timedelta(days=1299)}
+
+
+def test_a_scheduler_on_an_engine_takes_the_engine_clock():
+    from taskengine import MemoryStore, TaskEngine
+
+    clock = FakeClock(START)
+    engine = TaskEngine(MemoryStore(), clock=clock)
+    assert engine.clock is clock
+    fired, record = recorder()
+    with TaskScheduler(engine) as scheduler:
+        scheduler.add_task("tick", ScheduledTaskTime(interval_seconds=60), record)
+        clock.advance(60)  # only the engine's clock moves: the scheduler must follow it
+        scheduler.wait_idle()
+        assert fired == [START + timedelta(seconds=60)]
+    engine.stop()
+
+
+def test_a_scheduler_given_its_own_clock_keeps_it():
+    from taskengine import MemoryStore, TaskEngine
+
+    engine = TaskEngine(MemoryStore(), clock=FakeClock(START))
+    own = FakeClock(START + timedelta(days=1))
+    with TaskScheduler(engine, clock=own) as scheduler:
+        scheduler.add_task("tick", ScheduledTaskTime(interval_seconds=60), lambda: None)
+        expected = own.now() + timedelta(seconds=60)
+        assert scheduler.tasks_info().next_triggers["tick"] == expected
+    engine.stop()
