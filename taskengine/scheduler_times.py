@@ -130,8 +130,16 @@ class ScheduledTaskTime:
         if moment is not None:
             object.__setattr__(self, "next_trigger_time", clock.truncate_to_millis(moment))
         total = 0.0
+        last_set = "interval_seconds"  # the field an error about the total names
         for name, unit in _UNIT_MS.items():
-            total += _check_interval(name, getattr(self, name)) * unit
+            value = _check_interval(name, getattr(self, name))
+            total += value * unit
+            if value:
+                last_set = name
+            if total > _MAX_INTERVAL_MS:
+                raise errors.TaskValidationError(
+                    name, getattr(self, name), f"the total interval exceeds {_MAX_INTERVAL_MS} ms"
+                )
         zone = _check_tz(self.tz)
         _check_cron(self.cron, zone)
         if self.cron is not None and total > 0:
@@ -140,16 +148,10 @@ class ScheduledTaskTime:
             )
         if self.tz is not None and self.cron is None:
             raise errors.TaskValidationError("tz", self.tz, "only applies to a cron expression")
-        if total > _MAX_INTERVAL_MS:
-            raise errors.TaskValidationError(
-                "interval_seconds",
-                total / 1000,
-                f"the total interval exceeds {_MAX_INTERVAL_MS} ms",
-            )
         if total > 0 and round(total) == 0:
             raise errors.TaskValidationError(
-                "interval_seconds",
-                total / 1000,
+                last_set,
+                getattr(self, last_set),
                 "a repeating schedule needs a total interval of at least 1 ms",
             )
 

@@ -24,7 +24,7 @@ from .conftest import START
         ({"interval_seconds": True}, "interval_seconds"),
         ({"interval_seconds": "5"}, "interval_seconds"),
         ({"interval_seconds": 0.0004}, "interval_seconds"),  # repeats, but rounds to 0 ms
-        ({"interval_days": 10**9}, "interval_seconds"),
+        ({"interval_days": 10**9}, "interval_days"),  # the field given, not the total
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * *"}, "cron"),
         ({"cron": ""}, "cron"),
