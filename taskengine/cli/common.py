@@ -32,6 +32,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "SCHEMA_ENV",
     "STORE_ENV",
     "CliError",
     "add_store_option",
@@ -52,6 +53,8 @@ EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 #: The environment variable that names the store when ``--store`` is not given.
 STORE_ENV: Final = "TASKENGINE_STORE"
+#: The PostgreSQL schema of ``postgresql://`` stores (``PostgresStore(schema=...)``).
+SCHEMA_ENV: Final = "TASKENGINE_PG_SCHEMA"
 DEFAULT_STORE: Final = "sqlite:///taskengine.db"
 
 
@@ -87,11 +90,11 @@ def open_store(url: str) -> base.TaskStore:
         return taskengine.SqliteStore(rest[1:])
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            # Typed loosely until PostgresStore implements the protocol (the engine checks).
-            store: Any = taskengine.PostgresStore(url)
+            schema = os.environ.get(SCHEMA_ENV) or "taskengine"
+            store: base.TaskStore = taskengine.PostgresStore(url, schema=schema)
         except errors.TaskEngineError as exc:
             raise CliError(f"cannot use the PostgreSQL store: {scrub(str(exc), url)}") from exc
-        return store  # type: ignore[no-any-return]
+        return store
     raise CliError(
         f"unknown store URL {url!r}: expected sqlite:///path.db, memory: or postgresql://...",
         EXIT_USAGE,

@@ -41,8 +41,13 @@ def shutdown() -> None:
     (_markers() / f"shutdown-{os.getpid()}").write_text("done")
 
 
+def fail(payload: Any) -> None:
+    raise ValueError(f"planned failure of {payload!r}")
+
+
 def setup(engine: taskengine.TaskEngine) -> None:
     engine.register_handler("square", __name__, "square", max_worker_count=2)
+    engine.register_handler("fail", __name__, "fail", max_worker_count=1)
     engine.register_handler(
         "sleep", __name__, "sleep", max_worker_count=1, shutdown_method="shutdown"
     )
