@@ -21,6 +21,7 @@ from taskengine.stores.schedules import (
     for_target,
 )
 
+from ..conftest import until
 from .conftest import START
 
 
@@ -285,3 +286,34 @@ def test_undecodable_slots_are_a_store_error(tmp_path: Path):
     with pytest.raises(StoreError, match="undecodable"):
         store.get("s")
     store.close()
+
+
+def test_a_scheduler_on_an_engine_with_a_postgres_store_shares_the_schema(pg_schema):
+    """With the real PostgresStore: tasks and schedules live in one schema, and a scheduled
+    callback that creates a task lands in that table.  Real time: on PostgreSQL a slot is due by
+    the database's clock, which a fake clock cannot move."""
+    import taskengine
+    from taskengine.stores.pg_schedules import PgScheduleStore
+
+    dsn, schema = pg_schema
+    engine = taskengine.TaskEngine(taskengine.PostgresStore(dsn, schema=schema))
+    try:
+        chosen, owned = for_target(engine)
+        assert isinstance(chosen, PgScheduleStore)
+        assert owned
+        assert chosen.schema == schema
+        chosen.close()
+        scheduler = TaskScheduler(engine).start()
+        try:
+            scheduler.add_task(
+                "report",
+                ScheduledTaskTime(interval_seconds=0.2),
+                TaskScheduler.create_task_callback(engine, "report", {"n": 1}, retain_for=None),
+            )
+            until(lambda: len(engine.query(task_type="report").entities) >= 2, timeout=30)
+        finally:
+            scheduler.stop()
+        tasks = engine.query(task_type="report").entities
+        assert all(task.payload == {"n": 1} for task in tasks)
+    finally:
+        engine.stop()
