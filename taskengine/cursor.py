@@ -25,6 +25,7 @@ __all__ = [
     "QuerySpec",
     "decode_cursor",
     "encode_cursor",
+    "page_parameters",
     "resolve_sort_property",
     "sort_key",
 ]
@@ -140,3 +141,21 @@ def decode_cursor(spec: QuerySpec, cursor: object) -> CursorPosition:
     elif isinstance(value, bool) or not isinstance(value, int) or not NO_DATE <= value < 2**53:
         raise bad("malformed cursor")
     return CursorPosition(value=value, task_id=task_id)
+
+
+def page_parameters(
+    spec: QuerySpec, after: CursorPosition | None, limit: int, now_ms: int
+) -> dict[str, object]:
+    """The named parameters of a SQL store's keyset page query.
+
+    ``now`` and ``limit`` always; ``type``, ``status``, ``value`` and ``after_id`` when ``spec``
+    filters on them or ``after`` names a position.
+    """
+    params: dict[str, object] = {"now": now_ms, "limit": limit}
+    if spec.task_type is not None:
+        params["type"] = spec.task_type
+    if spec.status is not None:
+        params["status"] = spec.status.value
+    if after is not None:
+        params.update(value=after.value, after_id=after.task_id)
+    return params

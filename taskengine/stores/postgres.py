@@ -376,13 +376,7 @@ class PostgresStore:
         """A keyset page: tasks matching ``spec`` and visible at ``now``, after ``after``."""
         if limit <= 0:
             return []
-        params: dict[str, object] = {"now": clock.to_millis(now), "limit": limit}
-        if spec.task_type is not None:
-            params["type"] = spec.task_type
-        if spec.status is not None:
-            params["status"] = spec.status.value
-        if after is not None:
-            params.update(value=after.value, after_id=after.task_id)
+        params = cursor.page_parameters(spec, after, limit, clock.to_millis(now))
         query = self._sql.query_sql(spec, keyset=after is not None)
         return [self._task(row) for row in self._fetch("query tasks", query, params)]
 

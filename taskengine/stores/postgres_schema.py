@@ -22,6 +22,7 @@ from typing import Any, Final, LiteralString
 
 from taskengine import clock, cursor, jsonform, models
 from taskengine.stores import base
+from taskengine.stores import schema as sqlite_schema
 
 __all__ = [
     "COLUMNS",
@@ -37,28 +38,9 @@ __all__ = [
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: Final = 1
 
-#: Column order of every SELECT and INSERT of a task.
-COLUMNS: Final[tuple[LiteralString, ...]] = (
-    "id",
-    "type",
-    "status",
-    "payload",
-    "result",
-    "error",
-    "date_created",
-    "date_modified",
-    "date_completed",
-    "date_cancelled",
-    "date_next_process",
-    "date_retain_until",
-    "retries_remaining",
-    "retry_interval",
-    "retain_for",
-    "attempts",
-    "node_identity",
-    "progress",
-    "idempotency_key",
-)
+#: Column order of every SELECT and INSERT of a task: the same as SQLite's, so that row
+#: conversion and changed-column updates read alike in both stores.
+COLUMNS: Final[tuple[LiteralString, ...]] = sqlite_schema.COLUMNS
 
 _SELECT_LIST: Final[LiteralString] = ", ".join(COLUMNS)
 _PLACEHOLDERS: Final[LiteralString] = ", ".join("%s" for _ in COLUMNS)
