@@ -17,10 +17,9 @@ order is the byte order every other store uses, whatever the database's locale.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, LiteralString
 
-from taskengine import clock, cursor, jsonform, models
+from taskengine import cursor, models
 from taskengine.stores import base
 from taskengine.stores import schema as sqlite_schema
 
@@ -253,38 +252,9 @@ def write_statement(
     return query, (*values, *extra, *fence)
 
 
-def _ms(moment: Any) -> int | None:
-    return None if moment is None else clock.to_millis(moment)
-
-
 def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
-    """The column values of ``task`` in ``COLUMNS`` order."""
-    error = None if task.error is None else json.dumps(jsonform.error_to_json(task.error))
-    return (
-        task.id,
-        task.type,
-        task.status.value,
-        task.payload_blob,
-        task.result_blob,
-        error,
-        clock.to_millis(task.date_created),
-        clock.to_millis(task.date_modified),
-        _ms(task.date_completed),
-        _ms(task.date_cancelled),
-        _ms(task.date_next_process),
-        _ms(task.date_retain_until),
-        task.retries_remaining,
-        task.retry_interval,
-        task.retain_for,
-        task.attempts,
-        task.node_identity,
-        task.progress,
-        task.idempotency_key,
-    )
-
-
-def _date(millis: int | None) -> Any:
-    return None if millis is None else clock.from_millis(millis)
+    """The column values of ``task`` in ``COLUMNS`` order (the same values as in SQLite)."""
+    return sqlite_schema.to_row(task)
 
 
 def from_row(row: tuple[Any, ...]) -> models.BackgroundTask:
@@ -293,24 +263,7 @@ def from_row(row: tuple[Any, ...]) -> models.BackgroundTask:
     Raises:
         ValueError: a column holds a value that is not a valid task field.
     """
-    return models.BackgroundTask(
-        id=row[0],
-        type=row[1],
-        status=models.TaskStatus(row[2]),
-        payload_blob=bytes(row[3]),
-        result_blob=None if row[4] is None else bytes(row[4]),
-        error=None if row[5] is None else jsonform.error_from_json(json.loads(row[5])),
-        date_created=clock.from_millis(row[6]),
-        date_modified=clock.from_millis(row[7]),
-        date_completed=_date(row[8]),
-        date_cancelled=_date(row[9]),
-        date_next_process=_date(row[10]),
-        date_retain_until=_date(row[11]),
-        retries_remaining=row[12],
-        retry_interval=row[13],
-        retain_for=row[14],
-        attempts=row[15],
-        node_identity=row[16],
-        progress=row[17],
-        idempotency_key=row[18],
-    )
+    # The columns hold the same values as SQLite's, but a bytea may arrive as a memoryview.
+    payload, result = row[3], row[4]
+    blobs = (bytes(payload), None if result is None else bytes(result))
+    return sqlite_schema.from_row((*row[:3], *blobs, *row[5:]))
