@@ -70,7 +70,7 @@ def main() -> None:
         args.trips = 100
     load_before = [round(x, 2) for x in os.getloadavg()]
     wrapped = [
-        _wrap(reactor.Reactor, "_send_run", "send_run"),
+        _wrap(reactor.Reactor, "_send_queued", "send_run"),
         _wrap(reactor.Reactor, "_receive", "receive"),
         _wrap(reactor.Reactor, "_dispatch", "dispatch"),
         _wrap(publishing.Publisher, "publish", "publish"),
