@@ -1,8 +1,9 @@
 """``taskengine stats``: counts per type and status, oldest due wait, attempts, workers.
 
 The counts describe the whole task table (read from the store).  Worker figures belong to the
-process that runs the pools: this command starts none, so on SQLite it shows those that the
-running ``taskengine worker`` node publishes in its node file (``nodefile.py``).
+process that runs the pools: this command starts none, so it shows those that running
+``taskengine worker`` nodes publish: on SQLite the node's node file (``nodefile.py``), on
+PostgreSQL the rows of every live node in the schema's node table (``nodetable.py``), added up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import attrs
 import taskengine
 from taskengine import models
 from taskengine import stats as engine_stats
-from taskengine.cli import common, nodefile
+from taskengine.cli import common, nodefile, nodetable
 
 __all__ = ["add_parser", "render", "with_node"]
 
@@ -129,8 +130,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.stop()
     node = None
+    dsn, schema = getattr(store, "dsn", None), getattr(store, "schema", None)
     if isinstance(store, taskengine.SqliteStore):
         node = nodefile.read_live(nodefile.path_for(store.path))
+    elif store.capabilities.shared and isinstance(dsn, str) and isinstance(schema, str):
+        try:
+            node = nodetable.merge(nodetable.NodeTable(dsn, schema).read_live())
+        except taskengine.TaskEngineError as exc:
+            raise common.CliError(f"cannot read the node table: {exc}") from exc
     if node is not None:
         snapshot = with_node(snapshot, node)
     if args.json:

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 import taskengine
-from taskengine.cli import common, nodefile
+from taskengine.cli import common, nodefile, nodetable
 
 __all__ = ["add_parser", "load_app"]
 
@@ -177,36 +177,73 @@ def _log_stats(engine: taskengine.TaskEngine) -> None:
         )
 
 
-def _publish(engine: taskengine.TaskEngine, node_path: str | None) -> str | None:
-    """Write the node file; returns the path to keep writing, None after a failure."""
-    if node_path is None:
-        return None
-    try:
-        nodefile.write(node_path, engine.stats())
-    except (OSError, taskengine.TaskEngineError):
-        log.warning(
-            "cannot write the node file %s; taskengine stats will show no worker figures",
-            node_path,
-            exc_info=True,
-            extra={"node": engine.node_identity},
-        )
-        return None
-    return node_path
+class _NodeFigures:
+    """Where this node publishes its pools' figures for ``taskengine stats`` in other processes.
+
+    SQLite: the node file beside the database (``nodefile.py``).  PostgreSQL: this node's row of
+    the schema's node table (``nodetable.py``).  Other stores: nowhere.  After a failure it logs
+    once and publishes nothing more (the node keeps running).
+    """
+
+    def __init__(self, engine: taskengine.TaskEngine) -> None:
+        self._engine = engine
+        store = engine.store
+        self._path: str | None = None
+        self._table: nodetable.NodeTable | None = None
+        dsn, schema = getattr(store, "dsn", None), getattr(store, "schema", None)
+        if isinstance(store, taskengine.SqliteStore):
+            self._path = nodefile.path_for(store.path)
+        elif store.capabilities.shared and isinstance(dsn, str) and isinstance(schema, str):
+            self._table = nodetable.NodeTable(dsn, schema)
+        self.written = time.monotonic()
+
+    @property
+    def active(self) -> bool:
+        """Whether figures are (still) published."""
+        return self._path is not None or self._table is not None
+
+    def publish(self) -> None:
+        """Write the current snapshot."""
+        self.written = time.monotonic()
+        try:
+            if self._path is not None:
+                nodefile.write(self._path, self._engine.stats())
+            elif self._table is not None:
+                self._table.write(self._engine.stats())
+        except (OSError, taskengine.TaskEngineError):
+            log.warning(
+                "cannot publish this node's pool figures; taskengine stats will show none",
+                exc_info=True,
+                extra={"node": self._engine.node_identity},
+            )
+            self._path = self._table = None
+
+    def withdraw(self) -> None:
+        """Remove what this node published (a stopped node publishes nothing)."""
+        if self._path is not None:
+            nodefile.remove(self._path)
+        elif self._table is not None:
+            try:
+                self._table.remove(self._engine.node_identity)
+            except taskengine.TaskEngineError:
+                log.warning(
+                    "cannot remove this node's row of the node table; it expires by itself",
+                    exc_info=True,
+                    extra={"node": self._engine.node_identity},
+                )
 
 
 def _wait_for_signal(
-    signals: _Signals, engine: taskengine.TaskEngine, interval: float, node_path: str | None
+    signals: _Signals, engine: taskengine.TaskEngine, interval: float, figures: _NodeFigures
 ) -> None:
     # A bounded wait: the signal handler runs between the waits' wake-ups at the latest.
     next_stats = time.monotonic() + interval
-    written = time.monotonic()
     while not signals.stop.wait(min(1.0, interval) if interval else 1.0):
         if interval and time.monotonic() >= next_stats:
             _log_stats(engine)
             next_stats = time.monotonic() + interval
-        if node_path is not None and nodefile.due(written):
-            node_path = _publish(engine, node_path)
-            written = time.monotonic()
+        if figures.active and nodefile.due(figures.written):
+            figures.publish()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     setup = load_app(args.app, args.app_dir)
     url = common.store_url(args.store)
     signals = _Signals()
-    node_path: str | None = None
+    figures: _NodeFigures | None = None
     signals.install()
     try:
         engine = common.engine_on(
@@ -240,10 +277,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            store = engine.store
-            if isinstance(store, taskengine.SqliteStore):
-                node_path = _publish(engine, nodefile.path_for(store.path))
-            _wait_for_signal(signals, engine, args.stats_interval, node_path)
+            figures = _NodeFigures(engine)
+            figures.publish()
+            _wait_for_signal(signals, engine, args.stats_interval, figures)
             print(
                 f"taskengine worker: {signals.name}: stopping; running attempts may finish for "
                 f"up to {args.stop_timeout:g} s (a second signal stops at once)",
@@ -252,8 +288,8 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             engine.stop(args.stop_timeout)
-            if node_path is not None:
-                nodefile.remove(node_path)
+            if figures is not None:
+                figures.withdraw()
     finally:
         signals.restore()
     print("taskengine worker: stopped", file=sys.stderr, flush=True)

@@ -79,6 +79,22 @@ def test_two_worker_nodes_share_the_table_and_other_commands_see_it(
             assert by_type["square"]["success"] == 40
             assert by_type["fail"]["failed"] == 1
 
+            # Both nodes publish their pools' figures in the node table; stats adds them up.
+            def both_nodes_figures() -> dict[str, dict[str, object]] | None:
+                done = run_cli("stats", "--store", dsn, "--json", env=env)
+                data = json.loads(done.stdout)
+                types = {e["type"]: e for e in data["types"]}
+                complete = (
+                    data["workersFrom"] is not None
+                    and data["nodeIdentity"].count(",") == 1
+                    and types["square"]["tasksDone"] == 40
+                )
+                return types if complete else None
+
+            figures = until(both_nodes_figures, timeout=30, step=0.3)
+            assert figures["square"]["maxWorkerCount"] == 4  # two nodes of two workers
+            assert figures["fail"]["failures"] == 1
+
             # retry from the command line: a node picks the revived task up and it fails again.
             retried = run_cli("tasks", "retry", failing, "--store", dsn, env=env)
             assert retried.returncode == 0, retried.stderr
@@ -91,6 +107,8 @@ def test_two_worker_nodes_share_the_table_and_other_commands_see_it(
                 _, err = node.communicate(timeout=60)
                 assert node.returncode == 0, err
                 assert "taskengine worker: stopped" in err
+        after = json.loads(run_cli("stats", "--store", dsn, "--json", env=env).stdout)
+        assert after["workersFrom"] is None  # stopped nodes removed their rows
     finally:
         producer.stop()
 
