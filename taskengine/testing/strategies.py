@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "taskengine.testing.strategies needs hypothesis: pip install 'taskengine[testing]'"
     ) from exc
 
-from taskengine import clock, codec, models, transitions
+from taskengine import clock, codec, models, scheduler_times, transitions
 
 __all__ = ["payloads", "scheduled_task_times", "task_errors", "task_records", "task_types"]
 
@@ -144,21 +143,9 @@ def _step(
     return transitions.release(task, now)
 
 
-def scheduled_task_times() -> st.SearchStrategy[Any]:
-    """Valid ``ScheduledTaskTime`` values: one-shot, interval, or cron, with or without a start.
-
-    Raises:
-        ImportError: this version of taskengine has no scheduler (``taskengine.scheduler``).
-    """
-    # Imported by name at call time: the scheduler is optional to this module, and a missing
-    # one must fail only the tests that ask for schedule times.
-    try:
-        scheduled_task_time = importlib.import_module("taskengine.scheduler").ScheduledTaskTime
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(
-            "scheduled_task_times() needs taskengine.scheduler (ScheduledTaskTime), which this "
-            "installation of taskengine does not have"
-        ) from exc
+def scheduled_task_times() -> st.SearchStrategy[scheduler_times.ScheduledTaskTime]:
+    """Valid ``ScheduledTaskTime`` values: one-shot, interval, or cron, with or without a start."""
+    scheduled_task_time = scheduler_times.ScheduledTaskTime
     start = st.none() | _dates()
     once = st.builds(scheduled_task_time, next_trigger_time=start)
     every = st.builds(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +13,6 @@ from taskengine import codec, models, testing
 from taskengine.testing import strategies
 
 Status = models.TaskStatus
-HAS_SCHEDULER = importlib.util.find_spec("taskengine.scheduler") is not None
 
 
 @given(strategies.payloads())
@@ -84,16 +81,9 @@ def test_task_records_round_trip_sqlite(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.skipif(not HAS_SCHEDULER, reason="taskengine.scheduler is not in this version yet")
 @given(st.data())
 def test_scheduled_task_times_are_valid(data: st.DataObject) -> None:
     from taskengine.scheduler import ScheduledTaskTime
 
     value = data.draw(strategies.scheduled_task_times())
     assert isinstance(value, ScheduledTaskTime)
-
-
-@pytest.mark.skipif(HAS_SCHEDULER, reason="the scheduler exists: the strategy works")
-def test_scheduled_task_times_without_a_scheduler_says_so() -> None:
-    with pytest.raises(ImportError, match=r"needs taskengine\.scheduler"):
-        strategies.scheduled_task_times()
