@@ -26,7 +26,12 @@ from psycopg import sql
 
 from taskengine import clock, errors, validation
 from taskengine.stores import base
-from taskengine.stores.schedules import ScheduleRecord, decode_slots, encode_slots
+from taskengine.stores.schedules import (
+    ScheduleRecord,
+    compare_and_set_parameters,
+    decode_slots,
+    record_row,
+)
 
 __all__ = ["PgScheduleStore"]
 
@@ -62,10 +67,6 @@ _CAS: Final = (
     " date_modified = now() WHERE id = %s AND times_key = %s AND next_trigger = %s"
 )
 _DELETE: Final = "DELETE FROM {schema}.schedules WHERE id = %s"
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else clock.to_millis(moment)
 
 
 class PgScheduleStore:
@@ -173,7 +174,7 @@ class PgScheduleStore:
     def insert_or_get(self, record: ScheduleRecord) -> ScheduleRecord:
         """Store ``record`` unless the id is stored; return the stored record."""
         with self._connection() as conn:
-            conn.execute(self._sql(_INSERT), self._row(record))
+            conn.execute(self._sql(_INSERT), record_row(record))
             stored = self._read(conn, record.schedule_id)
         # Deleted between the two statements by another node: ours is what counts then.
         return record if stored is None else stored
@@ -181,7 +182,7 @@ class PgScheduleStore:
     def replace(self, record: ScheduleRecord) -> None:
         """Store ``record`` over whatever is stored."""
         with self._connection() as conn:
-            conn.execute(self._sql(_UPSERT), self._row(record))
+            conn.execute(self._sql(_UPSERT), record_row(record))
 
     def compare_and_set(self, expected: ScheduleRecord, new: ScheduleRecord) -> bool:
         """Store ``new`` if the row still has ``expected``'s times and next slot (one UPDATE)."""
@@ -190,14 +191,7 @@ class PgScheduleStore:
         with self._connection() as conn:
             cursor = conn.execute(
                 self._sql(_CAS),
-                (
-                    _ms(new.next_trigger),
-                    encode_slots(new.slots),
-                    new.times_key,
-                    expected.schedule_id,
-                    expected.times_key,
-                    _ms(expected.next_trigger),
-                ),
+                compare_and_set_parameters(expected, new),
             )
             return cursor.rowcount == 1
 
@@ -205,12 +199,3 @@ class PgScheduleStore:
         """Forget a schedule."""
         with self._connection() as conn:
             return conn.execute(self._sql(_DELETE), (schedule_id,)).rowcount == 1
-
-    @staticmethod
-    def _row(record: ScheduleRecord) -> tuple[object, ...]:
-        return (
-            record.schedule_id,
-            record.times_key,
-            encode_slots(record.slots),
-            _ms(record.next_trigger),
-        )

@@ -32,8 +32,10 @@ __all__ = [
     "ScheduleRecord",
     "ScheduleStore",
     "SqliteScheduleStore",
+    "compare_and_set_parameters",
     "decode_slots",
     "encode_slots",
+    "record_row",
 ]
 
 
@@ -82,6 +84,31 @@ def decode_slots(text: str) -> tuple[datetime | None, ...]:
 
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else clock.to_millis(moment)
+
+
+def record_row(record: ScheduleRecord) -> tuple[object, ...]:
+    """The values of a SQL store's ``(id, times_key, slots, next_trigger)`` columns."""
+    return (
+        record.schedule_id,
+        record.times_key,
+        encode_slots(record.slots),
+        _ms(record.next_trigger),
+    )
+
+
+def compare_and_set_parameters(expected: ScheduleRecord, new: ScheduleRecord) -> tuple[object, ...]:
+    """The parameters of a SQL store's compare-and-set statement.
+
+    The new slot's values first, then the fence: the id, the times key and the slot read.
+    """
+    return (
+        _ms(new.next_trigger),
+        encode_slots(new.slots),
+        new.times_key,
+        expected.schedule_id,
+        expected.times_key,
+        _ms(expected.next_trigger),
+    )
 
 
 @runtime_checkable
@@ -285,13 +312,13 @@ class SqliteScheduleStore:
             stored = self._read(conn, record.schedule_id)
             if stored is not None:
                 return stored
-            conn.execute(schema.UPSERT_SCHEDULE, self._row(record))
+            conn.execute(schema.UPSERT_SCHEDULE, record_row(record))
             return record
 
     def replace(self, record: ScheduleRecord) -> None:
         """Store ``record`` over whatever is stored."""
         with self._transaction() as conn:
-            conn.execute(schema.UPSERT_SCHEDULE, self._row(record))
+            conn.execute(schema.UPSERT_SCHEDULE, record_row(record))
 
     def compare_and_set(self, expected: ScheduleRecord, new: ScheduleRecord) -> bool:
         """Store ``new`` if the stored record has ``expected``'s times and next slot."""
@@ -300,14 +327,7 @@ class SqliteScheduleStore:
         with self._transaction() as conn:
             cursor = conn.execute(
                 schema.CAS_SCHEDULE,
-                (
-                    _ms(new.next_trigger),
-                    encode_slots(new.slots),
-                    new.times_key,
-                    expected.schedule_id,
-                    expected.times_key,
-                    _ms(expected.next_trigger),
-                ),
+                compare_and_set_parameters(expected, new),
             )
             return cursor.rowcount == 1
 
@@ -315,15 +335,6 @@ class SqliteScheduleStore:
         """Forget a schedule."""
         with self._transaction() as conn:
             return conn.execute(schema.DELETE_SCHEDULE, (schedule_id,)).rowcount == 1
-
-    @staticmethod
-    def _row(record: ScheduleRecord) -> tuple[object, ...]:
-        return (
-            record.schedule_id,
-            record.times_key,
-            encode_slots(record.slots),
-            _ms(record.next_trigger),
-        )
 
 
 def for_target(target: object) -> tuple[ScheduleStore, bool]:
