@@ -495,7 +495,11 @@ class TaskEngine:
 
     def _insert(self, tasks: list[models.BackgroundTask]) -> list[str]:
         task_ids = self._store.insert_many(tasks)
-        self._reactor.wake()
+        dues = [task.date_next_process for task in tasks if task.date_next_process is not None]
+        if dues:
+            self._reactor.wake_for(tasks[0].type, min(dues))
+        else:
+            self._reactor.wake()
         return task_ids
 
     # -- reading --------------------------------------------------------------------------

@@ -119,6 +119,9 @@ class InlineRunner:
     def wake(self) -> None:
         """Nothing to wake: there is no dispatching thread."""
 
+    def wake_for(self, task_type: str, due: datetime) -> None:
+        """Nothing to wake: there is no dispatching thread."""
+
     def submit(self, command: Callable[[], T]) -> Future[T]:
         """Run ``command`` now, in the caller; its outcome is in the returned future."""
         future: Future[T] = Future()

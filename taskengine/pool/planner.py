@@ -69,13 +69,56 @@ class Planner:
 
     def next_due(self, types: list[str]) -> datetime | None:
         """The store's earliest due time for ``types`` (None on a store error, reported)."""
+        return self._look_up(types)[1]
+
+    def _look_up(self, types: list[str]) -> tuple[bool, datetime | None]:
+        """Whether the store answered (a failure is reported), and its earliest due time."""
         if not types:
-            return None
+            return True, None
         try:
-            return self._store.next_due(types)
+            return True, self._store.next_due(types)
         except errors.StoreError:
             self._on_store_error("looking for due tasks")
-            return None
+            return False, None
+
+    def knows_all(self) -> bool:
+        """Whether the next due time of every pool's type is known without asking the store.
+
+        When it is, a worker that frees a slot needs no store round trip: the due hint already
+        says whether (and when) there is work for it.
+        """
+        return all(name in self._due for name in self._pools)
+
+    def note_due(self, task_type: str, due: datetime) -> bool:
+        """New work of ``task_type`` is due at ``due`` (created here); False: refresh instead.
+
+        A type whose due time is known just takes the earlier of the two, so that a create
+        costs the loop no store query.  An unknown type needs the full refresh.
+        """
+        if task_type not in self._pools:
+            return True  # no pool: nothing to claim for until a registration (which refreshes)
+        if task_type not in self._due:
+            return False
+        known = self._due[task_type]
+        if known is None or due < known:
+            self._due[task_type] = due
+            self._update_hint()
+        return True
+
+    def _remember(self, types: list[str]) -> None:
+        """Read the due times of ``types`` again; a type whose read fails becomes unknown."""
+        for name in types:
+            answered, due = self._look_up([name])
+            if answered:
+                self._due[name] = due
+            else:
+                self._due.pop(name, None)
+
+    def _has_room(self, each: pool.WorkerPool) -> bool:
+        """Whether a claim for ``each`` could place an attempt now (``slots`` is not empty)."""
+        if each.spawnable(self.total_live(), self._max_total):
+            return True
+        return any(each.depth(w) for w in each.workers)
 
     def plan(self, now: datetime, *, refresh: bool) -> tuple[Plan, list[process.WorkerProcess]]:
         """This turn's claims, and the idle workers to stop to make room for due work.
@@ -90,11 +133,8 @@ class Planner:
             return [], []
         to_stop: list[process.WorkerProcess] = []
         if refresh:
-            self._due = {
-                name: self.next_due([name])
-                for name, each in self._pools.items()
-                if self.slots(each)
-            }
+            self._due = {}
+            self._remember([name for name, each in self._pools.items() if self._has_room(each)])
             self._update_hint()
             if self.due_hint is None or self.due_hint > now:
                 to_stop = self._relieve_starvation(now)
@@ -112,25 +152,28 @@ class Planner:
             live += slots.count(None)
             if slots:
                 plan.append((task_type, slots))
-        if not plan:
-            self.due_hint = None  # nothing can run until a slot frees up (the reactor refreshes)
+            else:
+                # No room: its due time is forgotten, so that a slot freeing up refreshes it.
+                self._due.pop(task_type, None)
+        if len(plan) < len(due_now):
+            self._update_hint()
         return plan, to_stop
 
-    def settle(self, plan: Plan, claimed: Sequence[Sized], now: datetime) -> bool:
-        """Account for what the claims of ``plan`` got; True when due times must be refreshed.
+    def settle(self, plan: Plan, claimed: Sequence[Sized], now: datetime) -> None:
+        """Account for what the claims of ``plan`` got.
 
         A type whose claim filled every slot probably has more due work: it stays due.  A
-        type that got fewer tasks than slots has an unknown next due time.
+        type that got fewer tasks than slots has nothing due now; its next due time (a later
+        ``run_at``, a retry) is read at once, in this turn, rather than in a turn of its own.
         """
-        refresh = False
+        short = []
         for (task_type, slots), tasks in zip(plan, claimed, strict=True):
             if len(tasks) == len(slots):
                 self._due[task_type] = now
             else:
-                self._due.pop(task_type, None)
-                refresh = True
+                short.append(task_type)
+        self._remember(short)
         self._update_hint()
-        return refresh
 
     def _update_hint(self) -> None:
         times = [due for due in self._due.values() if due is not None]

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from datetime import datetime
 from multiprocessing.context import BaseContext
 from typing import Any, Final, TypeVar
 
@@ -88,6 +89,8 @@ class Reactor:
         self._planner = planner.Planner(self._pools, store, max_total_workers, self._store_failed)
         self._commands: list[Callable[[], None]] = []
         self._commands_lock = threading.Lock()
+        # Due times of tasks created since the last turn, per type (``wake_for``).
+        self._due_notes: dict[str, datetime] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -112,8 +115,23 @@ class Reactor:
         self._thread.start()
 
     def wake(self) -> None:
-        """Make the loop run a turn soon (new work, a clock jump)."""
+        """Make the loop run a turn soon and ask the store for due work (a clock jump...)."""
         self._dirty = True
+        self._ping()
+
+    def wake_for(self, task_type: str, due: datetime) -> None:
+        """Make the loop run a turn soon: a task of ``task_type`` was stored, due at ``due``.
+
+        The planner takes the due time as given when it knows the type, so that a create
+        costs the loop no store query; otherwise this is :meth:`wake`.
+        """
+        with self._commands_lock:
+            known = self._due_notes.get(task_type)
+            if known is None or due < known:
+                self._due_notes[task_type] = due
+        self._ping()
+
+    def _ping(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
@@ -292,10 +310,16 @@ class Reactor:
             worker.conn.close()
 
     def _run_commands(self) -> None:
+        if not self._commands and not self._due_notes:
+            return  # read without the lock: whatever lands later also pings, for a new turn
         with self._commands_lock:
             commands, self._commands = self._commands, []
+            notes, self._due_notes = self._due_notes, {}
         for command in commands:
             command()
+        for task_type, due in notes.items():
+            if not self._planner.note_due(task_type, due):
+                self._dirty = True
 
     def _sleep_seconds(self) -> float:
         now = time.monotonic()
@@ -337,12 +361,14 @@ class Reactor:
     def _receive(self, worker: process.WorkerProcess) -> bool:
         """Read one message (the selector said the pipe is readable); False at EOF."""
         try:
-            message = worker.conn.recv()
+            data = worker.conn.recv_bytes()
         except (EOFError, OSError, ValueError):
             # The worker died, possibly in the middle of a message: nothing after the last
             # complete message is trusted.  The sentinel reports the death itself.
             self._close_conn(worker)
             return False
+        try:
+            message = messages.decode(data)
         except Exception:
             log.exception(
                 "garbled message from worker %s; killing it",
@@ -464,7 +490,7 @@ class Reactor:
             worker.state = State.IDLE
             worker.idle_since = time.monotonic()
             worker.run_started_at = worker.deadline = None
-            self._dirty = True
+            self._dirty = self._dirty or not self._planner.knows_all()
             if not each.is_current(worker) or worker.retire_after_task:
                 self._send_stop(worker)
             return
@@ -472,7 +498,10 @@ class Reactor:
         worker.run_started_at = time.monotonic()
         timeout = each.spec.execution_timeout
         worker.deadline = None if timeout is None else worker.run_started_at + timeout
-        self._dirty = self._dirty or len(worker.queue) < each.prefetch_depth()
+        if len(worker.queue) < each.prefetch_depth():
+            # A prefetch slot is free: look for work, unless the planner already knows when
+            # this type has some (it then plans without a store query).
+            self._dirty = self._dirty or not self._planner.knows_all()
         if head.id in worker.terminate_on_start:
             worker.kill(Reason.TERMINATED)
 
@@ -640,8 +669,7 @@ class Reactor:
                     self._fail(task, error)
                 else:
                     self._run_on(worker, task)
-        if self._planner.settle(plan, claimed, now):
-            self._dirty = True
+        self._planner.settle(plan, claimed, now)
         if any(c.task is not None and c.task.status is Status.PENDING for c in batch):
             self._dirty = True  # a retry or a hand-back may be due sooner than the hint
         if self._unsure:

@@ -86,7 +86,7 @@ class _Worker:
 
     def send(self, message: messages.ToCoordinator) -> None:
         with self.send_lock:
-            self.conn.send(message)
+            self.conn.send_bytes(messages.encode(message))
 
     def start(self) -> bool:
         os.environ.clear()
@@ -128,7 +128,7 @@ class _Worker:
     def serve(self) -> None:
         while True:
             try:
-                message = self.conn.recv()
+                message = messages.decode(self.conn.recv_bytes())
             except (EOFError, OSError):
                 return  # the coordinator is gone: exit without a shutdown handshake
             if isinstance(message, messages.Stop):
