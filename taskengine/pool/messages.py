@@ -8,7 +8,7 @@ unpickles a user object and a broken user object can never break the pipe protoc
 from __future__ import annotations
 
 import pickle
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from taskengine import models
 
@@ -22,7 +22,8 @@ __all__ = [
     "Stop",
     "ToCoordinator",
     "ToWorker",
-    "decode",
+    "decode_to_coordinator",
+    "decode_to_worker",
     "encode",
 ]
 
@@ -90,7 +91,26 @@ def encode(message: ToWorker | ToCoordinator) -> bytes:
     return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
-def decode(data: bytes) -> ToWorker | ToCoordinator:
-    """The message in ``data`` (raises whatever unpickling garbage raises)."""
-    message: ToWorker | ToCoordinator = pickle.loads(data)
+def decode_to_worker(data: bytes) -> ToWorker:
+    """The coordinator's message in ``data``.
+
+    Raises:
+        Exception: whatever unpickling garbage raises; TypeError for a foreign object.
+    """
+    return cast(ToWorker, _checked(pickle.loads(data), (Run, Stop)))
+
+
+def decode_to_coordinator(data: bytes) -> ToCoordinator:
+    """A worker's message in ``data``.
+
+    Raises:
+        Exception: whatever unpickling garbage raises; TypeError for a foreign object.
+    """
+    kinds = (Ready, InitFailed, Progress, Done, ShutdownFailed)
+    return cast(ToCoordinator, _checked(pickle.loads(data), kinds))
+
+
+def _checked(message: object, kinds: tuple[type, ...]) -> object:
+    if not isinstance(message, kinds):
+        raise TypeError(f"not a pipe message: {type(message).__name__}")
     return message

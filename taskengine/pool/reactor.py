@@ -368,7 +368,7 @@ class Reactor:
             self._close_conn(worker)
             return False
         try:
-            message = messages.decode(data)
+            message = messages.decode_to_coordinator(data)
         except Exception:
             log.exception(
                 "garbled message from worker %s; killing it",

@@ -128,7 +128,7 @@ class _Worker:
     def serve(self) -> None:
         while True:
             try:
-                message = messages.decode(self.conn.recv_bytes())
+                message = messages.decode_to_worker(self.conn.recv_bytes())
             except (EOFError, OSError):
                 return  # the coordinator is gone: exit without a shutdown handshake
             if isinstance(message, messages.Stop):
