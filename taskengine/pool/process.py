@@ -75,6 +75,8 @@ class WorkerProcess:
         # How many attempts at the front of ``queue`` were sent; the rest wait here until the
         # bytes in the pipe allow them (``Reactor._send_queued``).
         self.sent = 0
+        # Bytes of those sent attempts (``_run_bytes``), kept as they change: not summed per send.
+        self.sent_bytes = 0
         self.assigned = 0
         self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None

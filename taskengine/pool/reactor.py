@@ -463,6 +463,7 @@ class Reactor:
             return
         worker.queue.popleft()
         worker.sent -= 1
+        worker.sent_bytes -= _run_bytes(task)
         each.record_run_time(done.run_seconds)
         worker.tasks_done += 1
         each.tasks_done += 1
@@ -510,6 +511,7 @@ class Reactor:
         while worker.queue:
             self._release(worker.queue.popleft())
         worker.sent = 0
+        worker.sent_bytes = 0
 
     def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
         spec = each.spec
@@ -710,11 +712,10 @@ class Reactor:
         never reached it did not run, so they are released uncounted rather than charged.  The
         sentinel then settles whatever was sent before.
         """
-        unread = sum(_run_bytes(task) for task in list(worker.queue)[: worker.sent])
         while worker.sent < len(worker.queue):
             task = worker.queue[worker.sent]
             size = _run_bytes(task)
-            if worker.sent and unread + size > pool.PREFETCH_BYTES:
+            if worker.sent and worker.sent_bytes + size > pool.PREFETCH_BYTES:
                 return True
             if not worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob)):
                 while len(worker.queue) > worker.sent:
@@ -722,7 +723,7 @@ class Reactor:
                 worker.state = State.KILLED  # takes no more attempts; its exit is on its way
                 return False
             worker.sent += 1
-            unread += size
+            worker.sent_bytes += size
         return True
 
     def _release(self, task: models.BackgroundTask) -> None:
