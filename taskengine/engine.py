@@ -552,7 +552,7 @@ class TaskEngine:
             self._publisher.unsubscribe(checked, event)
 
     def _wait_shared(
-        self, event: threading.Event, seconds: float | None, task_id: str
+        self, event: publishing.Wakeup, seconds: float | None, task_id: str
     ) -> models.BackgroundTask | None:
         """Wait on a shared store, where another node may finish the task unannounced here.
 

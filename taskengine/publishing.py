@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import queue
@@ -17,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 from taskengine import models, registry
 
-__all__ = ["FinishedCache", "Publisher"]
+__all__ = ["FinishedCache", "Publisher", "Signal", "Wakeup"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,58 @@ FINISHED_MAX_BYTES: Final = 256 * 1024 * 1024
 
 _Waiter = list[models.BackgroundTask | None]
 
+
+
+class Wakeup(Protocol):
+    """What a waiter hands ``subscribe``: ``threading.Event`` or :class:`Signal` will do."""
+
+    def set(self) -> None:
+        """Wake the waiter (called once, by the publisher)."""
+
+    def is_set(self) -> bool:
+        """Whether ``set`` was called."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set or ``timeout`` seconds passed; whether it was set."""
+        ...
+
+
+class Signal:
+    """A one-shot wakeup on one lock, for ``TaskEngine.wait``.
+
+    ``threading.Event`` builds a condition variable, and each ``wait`` a further lock: on the
+    round trip of a short task that is a measurable share of the caller's time.  A lock held
+    from the start and released by ``set`` does the same job for a single waiter.
+    """
+
+    __slots__ = ("_is_set", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._is_set = False
+
+    def set(self) -> None:
+        """Wake the waiter; later waits return at once."""
+        if self._is_set:
+            return
+        self._is_set = True
+        with contextlib.suppress(RuntimeError):  # a racing second set found it released
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        """Whether ``set`` was called."""
+        return self._is_set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set or ``timeout`` seconds passed; whether it was set."""
+        if self._is_set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            with contextlib.suppress(RuntimeError):
+                self._lock.release()  # stays released: the signal stays set
+        return self._is_set
 
 class FinishedCache:
     """Final snapshots of finished tasks, kept at least ``ttl`` seconds within memory bounds."""
@@ -103,7 +156,7 @@ class Publisher:
         self._lookup = lookup
         self._on_retention = on_retention
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[tuple[threading.Event, _Waiter]]] = {}
+        self._waiters: dict[str, list[tuple[Wakeup, _Waiter]]] = {}
         self._finished = FinishedCache()
         # One queue item per stored batch: a wakeup of the callback thread per batch, not per task.
         self._queue: queue.SimpleQueue[
@@ -180,7 +233,7 @@ class Publisher:
         """
         calls: list[tuple[registry.StateChangeCallback, models.BackgroundTask]] = []
         earliest: datetime | None = None
-        woken: list[tuple[threading.Event, _Waiter, models.BackgroundTask]] = []
+        woken: list[tuple[Wakeup, _Waiter, models.BackgroundTask]] = []
         with self._lock:
             for task, status_changed in changes:
                 if status_changed:
@@ -215,15 +268,15 @@ class Publisher:
             event.set()
 
     def subscribe(
-        self, task_id: str, event: threading.Event | None = None
-    ) -> tuple[threading.Event, _Waiter]:
+        self, task_id: str, event: Wakeup | None = None
+    ) -> tuple[Wakeup, _Waiter]:
         """Register interest in ``task_id`` finishing; check the store only after this.
 
-        ``event`` (a new ``threading.Event`` by default) is set once the box holds the final
+        ``event`` (a new :class:`Signal` by default) is set once the box holds the final
         snapshot, None for a removed task, or nothing when the engine stopped.  An event whose
         ``set`` also wakes an asyncio loop lets ``AsyncTaskEngine.wait`` wait without a thread.
         """
-        event = threading.Event() if event is None else event
+        event = Signal() if event is None else event
         box: _Waiter = []
         with self._lock:
             if self._closed:
@@ -232,7 +285,7 @@ class Publisher:
                 self._waiters.setdefault(task_id, []).append((event, box))
         return event, box
 
-    def unsubscribe(self, task_id: str, event: threading.Event) -> None:
+    def unsubscribe(self, task_id: str, event: Wakeup) -> None:
         """Drop a registration made by :meth:`subscribe`."""
         with self._lock:
             entries = self._waiters.get(task_id)
