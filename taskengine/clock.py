@@ -21,8 +21,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def truncate_to_millis(moment: datetime) -> datetime:
     """Return ``moment`` in UTC with its microseconds cut to whole milliseconds."""
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    extra = moment.microsecond % 1000
+    # Engine dates are whole milliseconds already (this runs for every transition).
+    return moment if not extra else moment.replace(microsecond=moment.microsecond - extra)
 
 
 def to_millis(moment: datetime) -> int:
@@ -33,7 +36,7 @@ def to_millis(moment: datetime) -> int:
 
 def from_millis(millis: int) -> datetime:
     """Return the aware UTC datetime of a Unix time in integer milliseconds."""
-    return _EPOCH + timedelta(milliseconds=millis)
+    return _EPOCH + timedelta(0, 0, 0, millis)
 
 
 @runtime_checkable
@@ -60,7 +63,7 @@ class SystemClock:
         """Return the current UTC time, truncated to milliseconds."""
         # Integer milliseconds first: one datetime built instead of two (it runs several times
         # per attempt on the reactor thread).
-        return _EPOCH + timedelta(milliseconds=time.time_ns() // 1_000_000)
+        return _EPOCH + timedelta(0, 0, 0, time.time_ns() // 1_000_000)
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Accept and ignore a listener: the system clock is never advanced by hand."""

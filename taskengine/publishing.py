@@ -35,7 +35,6 @@ FINISHED_MAX_BYTES: Final = 256 * 1024 * 1024
 _Waiter = list[models.BackgroundTask | None]
 
 
-
 class Wakeup(Protocol):
     """What a waiter hands ``subscribe``: ``threading.Event`` or :class:`Signal` will do."""
 
@@ -86,6 +85,7 @@ class Signal:
             with contextlib.suppress(RuntimeError):
                 self._lock.release()  # stays released: the signal stays set
         return self._is_set
+
 
 class FinishedCache:
     """Final snapshots of finished tasks, kept at least ``ttl`` seconds within memory bounds."""
@@ -267,9 +267,7 @@ class Publisher:
             box.append(None)
             event.set()
 
-    def subscribe(
-        self, task_id: str, event: Wakeup | None = None
-    ) -> tuple[Wakeup, _Waiter]:
+    def subscribe(self, task_id: str, event: Wakeup | None = None) -> tuple[Wakeup, _Waiter]:
         """Register interest in ``task_id`` finishing; check the store only after this.
 
         ``event`` (a new :class:`Signal` by default) is set once the box holds the final
