@@ -157,6 +157,8 @@ class Planner:
                 self._due.pop(task_type, None)
         if len(plan) < len(due_now):
             self._update_hint()
+            # Due work found no room: another type may be holding every worker.
+            to_stop = to_stop + self._relieve_starvation(now)
         return plan, to_stop
 
     def settle(self, plan: Plan, claimed: Sequence[Sized], now: datetime) -> None:
