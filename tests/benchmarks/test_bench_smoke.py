@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from taskengine.stores import schema
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -146,3 +148,23 @@ def test_latency_breakdown_shape(run: tuple[dict[str, Any], Path]) -> None:
     steps = breakdown["median_us"]
     assert steps["total"] > 0
     assert all(isinstance(v, int | float) for v in steps.values()), steps
+
+
+def test_sqlite_cost_reports_every_step_and_every_index() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sqlite_cost", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    steps = {"insert", "claim", "finish_delete", "commit", "total"}
+    for key in ("us_per_task_full_schema", "us_per_task_without_any_index"):
+        assert set(result[key]) == steps
+        assert positive(numbers(result[key]))
+    indexes = {s.split(" INDEX ", 1)[1].split()[0] for s in schema.DDL if " INDEX " in s}
+    assert set(result["us_saved_per_task_without_index"]) == indexes
