@@ -4,10 +4,11 @@ A diagnostic for the target "SqliteStore at least half of MemoryStore's no-op th
 runs the life of a ``retain_for=0`` task (insert, claim, finishing delete) as plain SQL on a
 fresh file with SqliteStore's own schema and statements (``taskengine.stores.schema``), in the
 batch sizes the engine uses (one ``create_many`` of all tasks, group commits of 128), and prints
-the microseconds per task of each step (the fastest of ``--rounds`` runs).  Then it runs the same once per index, each time without
-that index, so that the share of every index is visible.  The engine's per-task time on
-MemoryStore (``overhead.py``) comes on top of this for SqliteStore; no change in the engine can
-take these figures away, only a schema with fewer indexes (and slower queries) could.
+the microseconds per task of each step (the fastest of ``--rounds`` runs).  Then it runs the
+same once per index, each time without that index, so that the share of every index is visible.
+The engine's per-task time on MemoryStore (``overhead.py``) comes on top of this for
+SqliteStore; no change in the engine can take these figures away, only a schema with fewer
+indexes (and slower queries) could.
 
     .venv/bin/python -m benchmarks.sqlite_cost [--tasks 10000] [--rounds 3] [--quick]
 """

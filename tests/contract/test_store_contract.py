@@ -613,3 +613,24 @@ def test_a_task_rescheduled_to_the_same_due_time_is_claimed_once(store: base.Tas
     claimed = store.claim_due("alpha", at(0), 5, claimer(at(0)))
     assert [t.id for t in claimed] == [task.id]
     assert claimed[0].attempts == 1
+
+
+def test_a_run_of_same_shaped_writes_reports_the_one_whose_fence_failed(
+    store: base.TaskStore,
+) -> None:
+    # A group commit's finishing deletes share one statement; SQL stores send such a run in
+    # one batch and must still say which single write did not apply.
+    tasks = [transitions.claim(new(), at(1), "n") for _ in range(40)]
+    store.insert_many(tasks)
+    writes: list[base.Write] = [
+        base.Delete(task_id=task.id, expected_status=Status.PROCESSING, expected_attempts=1)
+        for task in tasks
+    ]
+    writes[17] = base.Delete(
+        task_id=tasks[17].id, expected_status=Status.PROCESSING, expected_attempts=2
+    )
+    expected = [index != 17 for index in range(40)]
+    assert store.apply(writes) == expected
+    assert [store.get(task.id) for task in tasks] == [
+        None if applied else task for task, applied in zip(tasks, expected, strict=True)
+    ]

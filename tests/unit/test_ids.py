@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -134,3 +135,20 @@ def test_default_timestamp_is_the_wall_clock() -> None:
     task_id = IdGenerator().new_id()
     after = time.time_ns() // 1_000_000
     assert before <= millis_of(task_id) <= after
+
+
+def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
+    gen = IdGenerator()
+    gen.new_id()  # fills the buffer of OS randomness in the parent
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id's random part, then leave at once
+        os.write(writer, gen.new_id(10**12).encode())
+        os._exit(0)
+    os.close(writer)
+    child_id = os.read(reader, 64).decode()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent_id = gen.new_id(10**12)
+    # Same millisecond and counter start would be drawn from the same bytes without the refill.
+    assert child_id[16:] != parent_id[16:]
