@@ -135,9 +135,12 @@ def test_close_closes_the_connections_of_every_thread(store: SqliteStore, db_pat
         for thread in batch:
             thread.join(timeout=30)
     # Each new reader closes the connections of finished threads, so 30 threads leave at most
-    # one batch of connections (SQLite keeps and reuses the file handles of closed ones).
+    # one batch of connections.  The file descriptors can lag behind: SQLite defers closing the
+    # descriptor of a connection closed while another one holds a lock on the file (and reuses
+    # it later), and how many that is depends on the threads' timing; a loaded machine saw 15.
     store.get(task.id)
-    assert 0 < open_fds_to(db_path) <= 12
+    assert len(store._readers) <= 11  # this thread's reader and at most one batch
+    assert 0 < open_fds_to(db_path) <= 2 * 10 + 2
     store.close()
     assert open_fds_to(db_path) == 0
 
