@@ -28,7 +28,7 @@ every page is a few index range reads, never a sort of all matching rows.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, LiteralString
 
 from taskengine import clock, cursor, jsonform, models
@@ -241,7 +241,7 @@ def _ms(moment: datetime | None) -> int | None:
 
 def to_date(millis: int | None) -> datetime | None:
     """The aware UTC datetime of a millisecond column value (None stays None)."""
-    return None if millis is None else _EPOCH + timedelta(0, 0, 0, millis)
+    return None if millis is None else clock.from_millis(millis)
 
 
 def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
@@ -288,9 +288,7 @@ def changed_update(
     return f"UPDATE tasks SET {assignments}{where}", tuple(new[i] for i in changed)  # noqa: S608 -- constants only
 
 
-#: ``clock.from_millis`` inlined (positional ``timedelta``): ``from_row`` runs for every row a
-#: claim or a query reads.
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: A dict lookup instead of an enum call: ``from_row`` runs for every row a claim or query reads.
 _STATUS_BY_VALUE: Final = {status.value: status for status in models.TaskStatus}
 
 
@@ -314,8 +312,8 @@ def from_row(row: Row) -> models.BackgroundTask:
         payload_blob=row[3],
         result_blob=row[4],
         error=None if row[5] is None else jsonform.error_from_json(json.loads(row[5])),
-        date_created=_EPOCH + timedelta(0, 0, 0, row[6]),
-        date_modified=_EPOCH + timedelta(0, 0, 0, row[7]),
+        date_created=clock.from_millis(row[6]),
+        date_modified=clock.from_millis(row[7]),
         date_completed=to_date(row[8]),
         date_cancelled=to_date(row[9]),
         date_next_process=to_date(row[10]),

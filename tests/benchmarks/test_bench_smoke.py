@@ -24,10 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
+    proc = run_module(
         [
-            sys.executable,
-            "-m",
             "benchmarks.run_all",
             "--quick",
             "--out",
@@ -41,15 +39,24 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]
             "table_scale",
             "memory",
         ],
+        timeout=600,
+    )
+    return json.loads(proc.stdout), out
+
+
+def run_module(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ARGS`` from the repository root; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout), out
+    return proc
 
 
 def numbers(mapping: dict[str, Any]) -> list[float]:
@@ -151,16 +158,7 @@ def test_latency_breakdown_shape(run: tuple[dict[str, Any], Path]) -> None:
 
 
 def test_sqlite_cost_reports_every_step_and_every_index() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sqlite_cost", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_module(["benchmarks.sqlite_cost", "--quick"], timeout=300)
     result = json.loads(proc.stdout)
     steps = {"insert", "claim", "finish_delete", "commit", "total"}
     for key in ("us_per_task_full_schema", "us_per_task_without_any_index"):
