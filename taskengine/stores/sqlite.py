@@ -510,7 +510,7 @@ class SqliteStore:
 
     def count_tasks(self, now: datetime) -> list[base.TaskCount]:
         """Visible tasks summarised per ``(type, status)`` in one statement (read-only)."""
-        rows = self._fetch(schema.COUNT_TASKS, (clock.to_millis(now),))
+        rows = self._fetch(schema.COUNT_TASKS, {"now": clock.to_millis(now)})
         counts = []
         for task_type, status, count, attempts, created, due in rows:
             oldest = schema.to_date(created)
