@@ -66,7 +66,7 @@ def _life_cycle(ddl: tuple[str, ...], rows: list[tuple[object, ...]]) -> Steps:
         finished: list[str] = []
         claim_sql = (
             "UPDATE tasks SET status = ?, attempts = ?, node_identity = ?,"
-            " date_next_process = ?, date_modified = ? WHERE id = ?"
+            " date_next_process = ?, date_modified = ? WHERE rowid = ?"
         )
         while True:
             conn.execute("BEGIN IMMEDIATE")
@@ -77,7 +77,7 @@ def _life_cycle(ddl: tuple[str, ...], rows: list[tuple[object, ...]]) -> Steps:
             deleted = time.perf_counter()
             due = conn.execute(schema.SELECT_DUE, ("noop", 2**62, BATCH)).fetchall()
             conn.executemany(
-                claim_sql, [("processing", 1, "node", None, row[7] + 1, row[0]) for row in due]
+                claim_sql, [("processing", 1, "node", None, row[7] + 1, row[-1]) for row in due]
             )
             claimed = time.perf_counter()
             conn.execute("COMMIT")

@@ -39,6 +39,7 @@ from ``TaskStatus``, never from the caller.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any, Final, LiteralString
@@ -90,6 +91,7 @@ COLUMNS: Final[tuple[LiteralString, ...]] = (
 )
 
 _SELECT_LIST: Final[LiteralString] = ", ".join(COLUMNS)
+_WIDTH: Final = len(COLUMNS)
 _STATUSES: Final = ", ".join(f"'{status.value}'" for status in models.TaskStatus)
 
 #: The query-page indexes.  They leave out processing tasks: a claim then only removes its
@@ -170,9 +172,10 @@ SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = ?"  # noqa: 
 ID_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = ?"
 #: The id of the task holding an idempotency key.
 ID_BY_KEY: Final = "SELECT id FROM tasks WHERE idempotency_key = ?"
-#: Due pending tasks of a type, oldest due first.  Parameters: type, now (ms), limit.
+#: Due pending tasks of a type, oldest due first, each row ending with its rowid (the claim
+#: updates by rowid: one B-tree search fewer than by id).  Parameters: type, now (ms), limit.
 SELECT_DUE: Final = (
-    f"SELECT {_SELECT_LIST} FROM tasks"  # noqa: S608 -- constants only
+    f"SELECT {_SELECT_LIST}, rowid FROM tasks"  # noqa: S608 -- constants only
     " WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
     " ORDER BY date_next_process, id LIMIT ?"
 )
@@ -290,6 +293,12 @@ def _status_terms(status: models.TaskStatus, *, bound: bool = False) -> list[str
     ]
 
 
+#: Dict lookups instead of enum calls and ``.value`` (a descriptor): ``to_row`` and
+#: ``from_row`` run for every row written or read.
+_STATUS_BY_VALUE: Final = {status.value: status for status in models.TaskStatus}
+_VALUE_BY_STATUS: Final = {status: status.value for status in models.TaskStatus}
+
+
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else clock.to_millis(moment)
 
@@ -305,7 +314,7 @@ def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
     return (
         task.id,
         task.type,
-        task.status.value,
+        _VALUE_BY_STATUS[task.status],
         task.payload_blob,
         task.result_blob,
         error,
@@ -326,25 +335,35 @@ def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
 
 
 def changed_update(
-    old: tuple[object, ...], new: tuple[object, ...], *, fenced: bool
+    old: tuple[object, ...], new: tuple[object, ...], *, fenced: bool, by_rowid: bool = False
 ) -> tuple[str, tuple[object, ...]] | None:
     """An UPDATE of only the columns whose values differ between two rows of one task.
 
     SQLite rewrites the entries of every index over a column named in ``SET``, changed or
     not; naming only the changed columns keeps a claim or an outcome from touching the other
     indexes (and from copying an unchanged payload blob).  None when nothing changed.  Column
-    names come from ``COLUMNS`` only.
+    names come from ``COLUMNS`` only.  The statement's parameters are the returned values,
+    then the key: the id (and the expected status and attempts when ``fenced``), or the rowid
+    when ``by_rowid``.
     """
-    changed = [i for i in range(1, len(COLUMNS)) if old[i] != new[i]]
+    changed = tuple([i for i in _UPDATABLE if old[i] != new[i]])
     if not changed:
         return None
+    where = _WHERE_ROWID if by_rowid else _WHERE_FENCED if fenced else _WHERE_ID
+    return _update_sql(changed, where), tuple([new[i] for i in changed])
+
+
+_UPDATABLE: Final = range(1, len(COLUMNS))
+_WHERE_ID: Final = " WHERE id = ?"
+_WHERE_FENCED: Final = " WHERE id = ? AND status = ? AND attempts = ?"
+_WHERE_ROWID: Final = " WHERE rowid = ?"
+
+
+@functools.lru_cache(maxsize=512)
+def _update_sql(changed: tuple[int, ...], where: LiteralString) -> str:
+    # Cached: claims and outcomes change the same few column sets over and over.
     assignments = ", ".join(f"{COLUMNS[i]} = ?" for i in changed)
-    where = " WHERE id = ? AND status = ? AND attempts = ?" if fenced else " WHERE id = ?"
-    return f"UPDATE tasks SET {assignments}{where}", tuple(new[i] for i in changed)  # noqa: S608 -- constants only
-
-
-#: A dict lookup instead of an enum call: ``from_row`` runs for every row a claim or query reads.
-_STATUS_BY_VALUE: Final = {status.value: status for status in models.TaskStatus}
+    return f"UPDATE tasks SET {assignments}{where}"  # noqa: S608 -- constants only
 
 
 def _status(value: object) -> models.TaskStatus:
@@ -360,26 +379,49 @@ def from_row(row: Row) -> models.BackgroundTask:
     Raises:
         ValueError: a column holds a value that is not a valid task field.
     """
+    # One unpacking and inline None checks: this runs for every row a claim or a page reads.
+    (
+        task_id,
+        task_type,
+        status,
+        payload,
+        result,
+        error,
+        created,
+        modified,
+        completed,
+        cancelled,
+        next_process,
+        retain_until,
+        retries_remaining,
+        retry_interval,
+        retain_for,
+        attempts,
+        node_identity,
+        progress,
+        idempotency_key,
+    ) = row[:_WIDTH]
+    millis = clock.from_millis
     return models.BackgroundTask(
-        id=row[0],
-        type=row[1],
-        status=_status(row[2]),
-        payload_blob=row[3],
-        result_blob=row[4],
-        error=None if row[5] is None else jsonform.error_from_json(json.loads(row[5])),
-        date_created=clock.from_millis(row[6]),
-        date_modified=clock.from_millis(row[7]),
-        date_completed=to_date(row[8]),
-        date_cancelled=to_date(row[9]),
-        date_next_process=to_date(row[10]),
-        date_retain_until=to_date(row[11]),
-        retries_remaining=row[12],
-        retry_interval=row[13],
-        retain_for=row[14],
-        attempts=row[15],
-        node_identity=row[16],
-        progress=row[17],
-        idempotency_key=row[18],
+        id=task_id,
+        type=task_type,
+        status=_status(status),
+        payload_blob=payload,
+        result_blob=result,
+        error=None if error is None else jsonform.error_from_json(json.loads(error)),
+        date_created=millis(created),
+        date_modified=millis(modified),
+        date_completed=None if completed is None else millis(completed),
+        date_cancelled=None if cancelled is None else millis(cancelled),
+        date_next_process=None if next_process is None else millis(next_process),
+        date_retain_until=None if retain_until is None else millis(retain_until),
+        retries_remaining=retries_remaining,
+        retry_interval=retry_interval,
+        retain_for=retain_for,
+        attempts=attempts,
+        node_identity=node_identity,
+        progress=progress,
+        idempotency_key=idempotency_key,
     )
 
 

@@ -464,9 +464,11 @@ class SqliteStore:
                 # Claims change the same columns, so one statement serves them all.
                 batches: dict[str, list[tuple[object, ...]]] = {}
                 for row, task in zip(rows, taken, strict=True):
-                    update = schema.changed_update(tuple(row), schema.to_row(task), fenced=False)
+                    update = schema.changed_update(
+                        row, schema.to_row(task), fenced=False, by_rowid=True
+                    )
                     if update is not None:
-                        batches.setdefault(update[0], []).append((*update[1], task.id))
+                        batches.setdefault(update[0], []).append((*update[1], row[-1]))
                 for sql, params in batches.items():
                     conn.executemany(sql, params)
                 claimed.append(taken)
