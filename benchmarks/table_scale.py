@@ -116,7 +116,7 @@ def child(size: int, samples: int) -> dict[str, Any]:
 
             def claim() -> None:
                 now = clock.SystemClock().now()
-                store.claim_due("scale", now, 8, lambda t: transitions.claim(t, now, node))
+                store.claim_due("scale", now, 8, transitions.Claim(now, node))
 
             claims = _latency_us(claim, max(10, samples // 10))
             next_due = _latency_us(lambda: store.next_due(["scale", "other"]), samples)

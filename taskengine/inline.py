@@ -193,7 +193,7 @@ class InlineRunner:
         now = self._clock.now()
         for task_type in self._due_types(now):
             _, claimed = self._writer.commit(
-                [], [(task_type, 1)], now, lambda task: transitions.claim(task, now, self._node)
+                [], [(task_type, 1)], now, transitions.Claim(now, self._node)
             )
             if claimed[0]:
                 self._run(claimed[0][0])

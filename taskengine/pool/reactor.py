@@ -652,7 +652,7 @@ class Reactor:
                 batch,
                 [(task_type, len(slots)) for task_type, slots in plan],
                 now,
-                lambda task: transitions.claim(task, now, self._node),
+                transitions.Claim(now, self._node),
             )
         except errors.StoreError:
             self._batch = batch + self._batch

@@ -179,6 +179,21 @@ SELECT_DUE: Final = (
     " WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
     " ORDER BY date_next_process, id LIMIT ?"
 )
+#: The rowids of the tasks a claim takes, oldest due first (a covering read of tasks_due).
+#: Parameters: type, now (ms), limit.
+DUE_ROWIDS: Final = (
+    "SELECT rowid FROM tasks WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
+    " ORDER BY date_next_process, id LIMIT ?"
+)
+#: ``transitions.claim`` in SQL, on the tasks that ``DUE_ROWIDS`` selects, returning their new
+#: rows, each ending with its rowid.  It must change exactly what ``transitions.claim`` does
+#: (``tests/contract/test_sqlite_store.py`` compares them).  Parameters: the claim's node and
+#: now (ms), then those of ``DUE_ROWIDS``.
+CLAIM_DUE: Final = (
+    "UPDATE tasks SET status = 'processing', attempts = attempts + 1, node_identity = ?,"  # noqa: S608 -- constants only
+    " date_next_process = NULL, date_modified = ?, progress = NULL"
+    f" WHERE rowid IN ({DUE_ROWIDS}) RETURNING {_SELECT_LIST}, rowid"
+)
 #: The earliest due time of a pending task of a type.
 NEXT_DUE: Final = (
     "SELECT date_next_process FROM tasks"

@@ -97,7 +97,7 @@ def full_task() -> models.BackgroundTask:
 
 def claimer(now: datetime, node: str = NODE) -> Any:
     """The ``claim`` argument of ``claim_due``: ``transitions.claim`` at ``now``."""
-    return lambda task: transitions.claim(task, now, node)
+    return transitions.Claim(now, node)
 
 
 def position(task: models.BackgroundTask, field: str) -> cursor.CursorPosition:

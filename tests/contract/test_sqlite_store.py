@@ -13,14 +13,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from taskengine import cursor, errors, models, transitions
 from taskengine.stores import base, schema
 from taskengine.stores.sqlite import SqliteStore
+from taskengine.testing import strategies
 
 from .factories import Status, at, claimer, drive, full_task, new
 
@@ -325,6 +329,51 @@ def test_undecodable_rows_are_reported_per_task(store: SqliteStore, db_path: Pat
 
 
 # -- transactions and locking ----------------------------------------------------------------
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tasks=st.lists(
+        strategies.task_records(), min_size=1, max_size=8, unique_by=lambda task: task.id
+    ),
+    node=st.text(min_size=1, max_size=20),
+    progress=st.lists(st.none() | st.floats(0, 1), min_size=8, max_size=8),
+)
+def test_the_sql_claim_changes_exactly_what_transitions_claim_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    tasks: list[models.BackgroundTask],
+    node: str,
+    progress: list[float | None],
+) -> None:
+    # A failed attempt keeps the progress it reported: pending tasks may carry one.
+    tasks = [attrs.evolve(task, progress=p) for task, p in zip(tasks, progress, strict=False)]
+    folder = tmp_path_factory.mktemp("claim")
+    in_sql, each = SqliteStore(folder / "sql.db"), SqliteStore(folder / "each.db")
+    try:
+        for store in (in_sql, each):
+            store.insert_many(tasks)
+        now = max(task.date_next_process or task.date_modified for task in tasks)
+        now += timedelta(seconds=1)
+        for task_type in {task.type for task in tasks}:
+            due = [t for t in tasks if t.type == task_type and t.status is Status.PENDING]
+            expected = [
+                transitions.claim(task, now, node)
+                for task in sorted(due, key=lambda task: (task.date_next_process, task.id))
+            ]
+            claimed = in_sql.claim_due(task_type, now, 10, transitions.Claim(now, node))
+            assert claimed == expected
+            # The row-by-row path (any other callable) agrees.
+            plain = each.claim_due(
+                task_type, now, 10, lambda task: transitions.claim(task, now, node)
+            )
+            assert plain == expected
+        stored = {task.id: task for task in tasks} | {task.id: task for task in in_sql.processing()}
+        assert [in_sql.get(task.id) for task in tasks] == [stored[task.id] for task in tasks]
+    finally:
+        in_sql.close()
+        each.close()
 
 
 def test_a_failing_claim_rolls_the_whole_claim_back(store: SqliteStore) -> None:
