@@ -201,7 +201,10 @@ def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
     result = data.get("result")
     try:
         payload_blob = codec.encode(data.get("payload"))
-        result_blob = None if result is None else codec.encode(result)
+        # A success always stores its handler's return value, None included (as transitions
+        # .succeed does), so that a record survives the JSON form unchanged.
+        success = status is models.TaskStatus.SUCCESS
+        result_blob = codec.encode(result) if success or result is not None else None
     except Exception as exc:
         raise errors.TaskValidationError("payload", data.get("payload"), str(exc)) from exc
     return models.BackgroundTask(

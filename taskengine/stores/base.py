@@ -151,9 +151,12 @@ class TaskStore(Protocol):
     ) -> list[models.BackgroundTask]:
         """Atomically take up to ``limit`` due pending tasks of a type, oldest due first.
 
-        Each is passed through ``claim`` (``transitions.claim``) and the results are stored and
-        returned.  No task is returned by two concurrent calls.  A ``limit`` below 1 claims
-        nothing; an exception from ``claim`` claims nothing and propagates.
+        Each is passed through ``claim`` and the results are stored and returned.  No task is
+        returned by two concurrent calls.  A ``limit`` below 1 claims nothing; an exception
+        from ``claim`` claims nothing and propagates.  The engine passes a
+        ``transitions.Claim`` (the time and node of ``transitions.claim``, callable); a store
+        may apply one in its own query language instead of calling it, provided every stored
+        and returned record equals what calling it would give.
         """
         ...
 

@@ -68,7 +68,13 @@ def _driver() -> tuple[Any, Any, Any]:
     )
 
 
-def _positive_seconds(name: str, value: object) -> float:
+#: The shortest lease and renewal interval accepted: below them a renewal cannot make a round
+#: trip to the server in time, and the renewal thread would spin.
+MIN_LEASE_TIMEOUT: Final = 0.1
+MIN_HEARTBEAT_INTERVAL: Final = 0.01
+
+
+def _positive_seconds(name: str, value: object, minimum: float = 0.0) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -76,6 +82,8 @@ def _positive_seconds(name: str, value: object) -> float:
         or value <= 0
     ):
         raise errors.TaskValidationError(name, value, "expected seconds > 0")
+    if value < minimum:
+        raise errors.TaskValidationError(name, value, f"expected at least {minimum} seconds")
     return float(value)
 
 
@@ -88,8 +96,10 @@ class PostgresStore:
             ``_`` only (it also names the NOTIFY channel).
         lease_timeout: seconds after a node's last renewal before other nodes re-queue its
             processing tasks.  Shorter recovers faster from a dead node; longer tolerates
-            longer pauses (GC, SIGSTOP, a slow network) before an attempt runs twice.
-        heartbeat_interval: seconds between lease renewals; ``lease_timeout / 3`` by default.
+            longer pauses (GC, SIGSTOP, a slow network) before an attempt runs twice.  At
+            least 0.1.
+        heartbeat_interval: seconds between lease renewals, at least 0.01 and shorter than
+            ``lease_timeout``; ``lease_timeout / 3`` by default.
         connect_timeout: seconds a call waits for a connection before ``StoreError``.
         application_name: the ``application_name`` of every connection (``pg_stat_activity``).
 
@@ -114,9 +124,9 @@ class PostgresStore:
             raise errors.TaskValidationError(
                 "schema", schema, "expected letters, digits and _ (at most 48, not first a digit)"
             )
-        self._lease = _positive_seconds("lease_timeout", lease_timeout)
+        self._lease = _positive_seconds("lease_timeout", lease_timeout, MIN_LEASE_TIMEOUT)
         beat = self._lease / 3 if heartbeat_interval is None else heartbeat_interval
-        self._beat = _positive_seconds("heartbeat_interval", beat)
+        self._beat = _positive_seconds("heartbeat_interval", beat, MIN_HEARTBEAT_INTERVAL)
         if self._beat >= self._lease:
             raise errors.TaskValidationError(
                 "heartbeat_interval", heartbeat_interval, "must be shorter than lease_timeout"

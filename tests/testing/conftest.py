@@ -27,19 +27,25 @@ class Harness:
         self.engine = taskengine.TaskEngine(
             taskengine.MemoryStore(), execution=mode, clock=self.clock
         )
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
 
     def record(self, task: taskengine.BackgroundTask) -> None:
         with self._lock:
-            self.calls.append((task.id, task.status.value))
+            self.calls.append((task.id, task.status.value, task.attempts))
 
     def register(self, task_type: str, method: str, **options: object) -> None:
         self.engine.register_handler(task_type, MODULE, method, self.record, **options)  # type: ignore[arg-type]
 
     def path(self, task_id: str) -> list[str]:
         with self._lock:
-            return [status for tid, status in self.calls if tid == task_id]
+            return [status for tid, status, _ in self.calls if tid == task_id]
+
+    def _announced(self, task: taskengine.BackgroundTask) -> bool:
+        """Whether the last callback for the task reported this status in this attempt."""
+        with self._lock:
+            mine = [(status, attempts) for tid, status, attempts in self.calls if tid == task.id]
+        return mine[-1:] == [(task.status.value, task.attempts)]
 
     def settle(self, task_id: str, ready: Callable[[taskengine.BackgroundTask], bool]) -> None:
         """Let the engine work until ``ready(task)`` holds, and its callbacks have arrived.
@@ -54,8 +60,9 @@ class Harness:
             assert ready(task), task
         else:
             until(lambda: (t := self.engine.get(task_id)) is not None and ready(t), timeout=30)
-        want = _last_status(self.engine.get(task_id))
-        until(lambda: self.path(task_id)[-1:] == [want], timeout=10)
+        task = self.engine.get(task_id)
+        assert task is not None
+        until(lambda: self._announced(task), timeout=10)
 
     def finish(self, task_id: str) -> taskengine.BackgroundTask:
         """Let the engine work until the task is finished; its final snapshot."""
@@ -64,13 +71,10 @@ class Harness:
             final = self.engine.wait(task_id, timeout=0)
         else:
             final = self.engine.wait(task_id, timeout=30)
-        until(lambda: self.path(task_id)[-1:] == [final.status.value], timeout=10)
+        # The attempt count too: after a manual retry the first failure's callback also ends
+        # in "failed", and the callbacks of the second attempt may still be on their way.
+        until(lambda: self._announced(final), timeout=10)
         return final
-
-
-def _last_status(task: taskengine.BackgroundTask | None) -> str:
-    assert task is not None
-    return task.status.value
 
 
 @pytest.fixture(params=["inline", "processes"])

@@ -78,6 +78,17 @@ def test_to_json_dates_use_the_iso_millisecond_z_form(status: TaskStatus) -> Non
         assert value is None or DATE_RE.fullmatch(value), (key, value)
 
 
+def test_a_success_whose_handler_returned_none_survives_the_json_form() -> None:
+    processing = transitions.claim(new(), later(1), NODE)
+    task = transitions.succeed(processing, codec.encode(None), later(2))
+    again = BackgroundTask.from_json(task.to_json())
+    assert again == task
+    assert again.result_blob is not None
+    assert again.result is None
+    # Other statuses hold no result: a null stays no blob at all.
+    assert BackgroundTask.from_json(processing.to_json()).result_blob is None
+
+
 def test_to_json_values_for_a_succeeded_task() -> None:
     task = in_status(TaskStatus.SUCCESS, payload={"n": [1, 2]}, retain_for=60.0)
     data = task.to_json()
