@@ -5,6 +5,14 @@ Each round times the serial run, taskengine (MemoryStore, warm pool of W workers
 ProcessPoolExecutor (warm, W workers), in rotating order.  The speed-up is the median serial
 time over the median parallel time of the same run; its limit is W on W idle cores.
 
+The machine's speed can drift by more than the few per cent the target leaves (a shared VM
+ran the same serial work in 2.15 s and in 1.54 s within one run), so each parallel run also
+reports its workers' utilisation: the seconds its workers spent running the tasks, over W times
+its wall time.  Both are timed in the same run on the same workers, so a slower or faster
+machine moves them together: 1 - utilisation is the share of the run lost to dispatching
+(gaps between a worker's tasks, the first and last tasks), whatever the serial baseline did.
+taskengine's run times come from its pool statistics, ProcessPoolExecutor's from the tasks.
+
     .venv/bin/python -m benchmarks.cpu_scaling [--workers 2 --tasks 40] [--workers 16 --tasks 400]
 """
 
@@ -43,11 +51,22 @@ def run_engine(iterations: int, tasks: int, workers: int) -> float:
         counter.expect(workers)
         engine.create_many("spin", [iterations // 2] * workers)
         counter.wait(600)
+        busy_before = _run_seconds(engine)
         counter.expect(tasks)
         began = time.perf_counter()
         engine.create_many("spin", [iterations] * tasks)
         counter.wait()
-        return time.perf_counter() - began
+        wall = time.perf_counter() - began
+        UTILISATION["taskengine_memory"].append(
+            (_run_seconds(engine) - busy_before) / (workers * wall)
+        )
+        return wall
+
+
+def _run_seconds(engine: taskengine.TaskEngine) -> float:
+    """Seconds the pool's workers have spent running attempts so far."""
+    facts = engine.stats().of("spin")
+    return (facts.mean_run_time or 0.0) * facts.tasks_done
 
 
 def run_ppe(iterations: int, tasks: int, workers: int) -> float:
@@ -56,9 +75,15 @@ def run_ppe(iterations: int, tasks: int, workers: int) -> float:
         for future in [pool.submit(noop_handlers.spin, iterations // 2) for _ in range(workers)]:
             future.result()
         began = time.perf_counter()
-        for future in [pool.submit(noop_handlers.spin, iterations) for _ in range(tasks)]:
-            future.result()
-        return time.perf_counter() - began
+        futures = [pool.submit(noop_handlers.timed_spin, iterations) for _ in range(tasks)]
+        busy = sum(future.result() for future in futures)
+        wall = time.perf_counter() - began
+        UTILISATION["process_pool_executor"].append(busy / (workers * wall))
+        return wall
+
+
+#: Per parallel run: seconds the workers spent in tasks over (workers x wall seconds).
+UTILISATION: dict[str, list[float]] = {"taskengine_memory": [], "process_pool_executor": []}
 
 
 CONTENDERS: dict[str, Callable[[int, int, int], float]] = {
@@ -104,6 +129,12 @@ def main() -> None:
                 "process_pool_executor": common.ratio(med["serial"], med["process_pool_executor"]),
             },
             "speedup_limit": min(args.workers, os.cpu_count() or 1),
+            "worker_utilisation": {
+                name: round(common.median(values), 4) for name, values in UTILISATION.items()
+            },
+            "samples_worker_utilisation": {
+                name: [round(v, 4) for v in values] for name, values in UTILISATION.items()
+            },
             "samples_seconds": {k: [round(v, 4) for v in vs] for k, vs in samples.items()},
         }
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -15,3 +16,10 @@ def spin(iterations: int) -> int:
     for i in range(iterations):
         total = (total + i * i) % 1_000_003
     return total
+
+
+def timed_spin(iterations: int) -> float:
+    """``spin``, returning the seconds it ran in the worker (for the utilisation figure)."""
+    began = time.perf_counter()
+    spin(iterations)
+    return time.perf_counter() - began

@@ -47,9 +47,11 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
     if "cpu_scaling" in suites:
         c = suites["cpu_scaling"]
         for name, speedup in c["speedup"].items():
-            rows.append(
-                ["cpu_scaling", name, f"{speedup}x on {c['workers']} workers ({c['tasks']} tasks)"]
-            )
+            figure = f"{speedup}x on {c['workers']} workers ({c['tasks']} tasks)"
+            utilisation = c.get("worker_utilisation", {}).get(name)
+            if utilisation is not None:
+                figure += f", workers busy {utilisation:.1%} of the time"
+            rows.append(["cpu_scaling", name, figure])
     if "latency" in suites:
         lat = suites["latency"]
         for name, p50 in lat["p50_us_median"].items():

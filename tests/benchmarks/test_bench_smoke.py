@@ -109,6 +109,11 @@ def test_cpu_latency_cold_start_shape(run: tuple[dict[str, Any], Path]) -> None:
     assert set(cpu["speedup"]) == {"taskengine_memory", "process_pool_executor"}
     assert positive(numbers(cpu["speedup"]))
     assert cpu["speedup_limit"] >= 1
+    assert set(cpu["worker_utilisation"]) == set(cpu["speedup"])
+    # Busy seconds over workers x wall: a share (the slack covers timer granularity).
+    assert all(0 < share <= 1.05 for share in cpu["worker_utilisation"].values())
+    for name, shares in cpu["samples_worker_utilisation"].items():
+        assert len(shares) == cpu["rounds"], name
     latency = suites["latency"]
     for figure in ("p50_us_median", "p99_us_median"):
         assert positive(numbers(latency[figure]))
