@@ -99,7 +99,8 @@ _STATUSES: Final = ", ".join(f"'{status.value}'" for status in models.TaskStatus
 #: insert in each at the claim and again at the outcome.  Processing tasks are few (one
 #: dispatching engine per file, at most its workers' queues), so their arm of a page reads
 #: ``tasks_processing`` and sorts what it finds.
-_LISTED: Final = " WHERE status <> 'processing'"
+_LISTED_TERM: Final = "status <> 'processing'"
+_LISTED: Final = " WHERE " + _LISTED_TERM
 LISTING_INDEXES: Final[tuple[str, ...]] = (
     "CREATE INDEX tasks_type_status_created ON tasks (type, status, date_created, id)" + _LISTED,
     "CREATE INDEX tasks_type_status_modified ON tasks (type, status, date_modified, id)" + _LISTED,
@@ -172,19 +173,17 @@ SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = ?"  # noqa: 
 ID_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = ?"
 #: The id of the task holding an idempotency key.
 ID_BY_KEY: Final = "SELECT id FROM tasks WHERE idempotency_key = ?"
-#: Due pending tasks of a type, oldest due first, each row ending with its rowid (the claim
-#: updates by rowid: one B-tree search fewer than by id).  Parameters: type, now (ms), limit.
-SELECT_DUE: Final = (
-    f"SELECT {_SELECT_LIST}, rowid FROM tasks"  # noqa: S608 -- constants only
-    " WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
+#: The due pending tasks of a type that a claim takes, oldest due first.  Parameters: type,
+#: now (ms), limit.
+_DUE: Final = (
+    " FROM tasks WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
     " ORDER BY date_next_process, id LIMIT ?"
 )
-#: The rowids of the tasks a claim takes, oldest due first (a covering read of tasks_due).
-#: Parameters: type, now (ms), limit.
-DUE_ROWIDS: Final = (
-    "SELECT rowid FROM tasks WHERE status = 'pending' AND type = ? AND date_next_process <= ?"
-    " ORDER BY date_next_process, id LIMIT ?"
-)
+#: Those tasks' rows, each ending with its rowid (the claim updates by rowid: one B-tree
+#: search fewer than by id).
+SELECT_DUE: Final = f"SELECT {_SELECT_LIST}, rowid{_DUE}"
+#: Only their rowids (a covering read of tasks_due).
+DUE_ROWIDS: Final = f"SELECT rowid{_DUE}"
 #: ``transitions.claim`` in SQL, on the tasks that ``DUE_ROWIDS`` selects, returning their new
 #: rows, each ending with its rowid.  It must change exactly what ``transitions.claim`` does
 #: (``tests/contract/test_sqlite_store.py`` compares them).  Parameters: the claim's node and
@@ -220,7 +219,7 @@ _COUNT: Final = (
     " FROM tasks WHERE (date_retain_until IS NULL OR date_retain_until > :now) AND "
 )
 COUNT_TASKS: Final = (
-    f"{_COUNT}{_LISTED.removeprefix(' WHERE ')} GROUP BY type, status"
+    f"{_COUNT}{_LISTED_TERM} GROUP BY type, status"
     f" UNION ALL {_COUNT}status = 'processing' GROUP BY type, status"
 )
 #: Every processing task.
@@ -277,7 +276,7 @@ def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> str:
         return select + " AND ".join([*_status_terms(spec.status, bound=True), *where]) + order
     if spec.sort_field == "status":
         # The listed statuses in one walk of tasks_status, merged with the processing arm.
-        listed = [_LISTED.removeprefix(" WHERE "), *where]
+        listed = [_LISTED_TERM, *where]
         processing = [*_status_terms(models.TaskStatus.PROCESSING), *where]
         return (
             select
@@ -304,7 +303,7 @@ def _status_terms(status: models.TaskStatus, *, bound: bool = False) -> list[str
         return ["status = 'processing'"]
     return [
         "status = :status" if bound else f"status = '{status.value}'",
-        _LISTED.removeprefix(" WHERE "),
+        _LISTED_TERM,
     ]
 
 
