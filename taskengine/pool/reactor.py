@@ -4,8 +4,11 @@ It waits (``multiprocessing.connection.wait``) on every worker's pipe, every wor
 sentinel and a wakeup pipe, with a timeout that ends at the next timer (a due task, an execution
 deadline, an idle shutdown, a backoff).  Each turn it reads what workers sent, notices workers
 that died, acts on timers, claims due tasks for free workers, and writes the outcomes to the
-store in one batch (group commit).  Only this thread touches pools and worker handles; other
-threads reach it through :meth:`Reactor.submit` and :meth:`Reactor.wake`.
+store in one batch (group commit).  Only the thread that holds the turn lock touches pools and
+worker handles: the reactor thread, which lets go of it only while it sleeps in ``select``.  A
+create that finds an idle worker of its type takes it then and runs the dispatch itself
+(:meth:`Reactor.wake_for`), which spares a short task the hand-off to the reactor thread.  Other
+threads reach the loop through :meth:`Reactor.submit` and :meth:`Reactor.wake`.
 """
 
 from __future__ import annotations
@@ -107,6 +110,11 @@ class Reactor:
         self._next_poll = 0.0
         self._stop_deadline: float | None = None
         self._finished = threading.Event()
+        # Held by whichever thread runs a turn: the reactor thread, except while it sleeps in
+        # select, when a create may run the dispatch itself (``_dispatch_here``).
+        self._turn_lock = threading.Lock()
+        # The monotonic time the sleeping loop will wake at (None while it is in a turn).
+        self._armed_at: float | None = None
 
     # -- API side (any thread) ------------------------------------------------------------
 
@@ -120,16 +128,64 @@ class Reactor:
         self._ping()
 
     def wake_for(self, task_type: str, due: datetime) -> None:
-        """Make the loop run a turn soon: a task of ``task_type`` was stored, due at ``due``.
+        """A task of ``task_type`` was stored, due at ``due``: dispatch now or wake the loop.
 
         The planner takes the due time as given when it knows the type, so that a create
-        costs the loop no store query; otherwise this is :meth:`wake`.
+        costs the loop no store query; otherwise this is :meth:`wake`.  While the loop sleeps
+        and a worker of the type is idle, the calling thread claims and sends at once.
         """
         with self._commands_lock:
             known = self._due_notes.get(task_type)
             if known is None or due < known:
                 self._due_notes[task_type] = due
-        self._ping()
+        if not self._dispatch_here(task_type):
+            self._ping()
+
+    def _dispatch_here(self, task_type: str) -> bool:
+        """Run the loop's dispatch on the calling thread while the loop sleeps; True if it did.
+
+        A create that finds an idle worker of its type then reaches that worker without a
+        thread hand-off: waking the reactor thread and waiting for its turn was the largest
+        step of a short task's round trip (benchmarks/latency_breakdown.py).  It runs only
+        when the loop sleeps in ``select`` (the turn lock is free and the loop armed its
+        wake-up), no command is queued, no outcome is held back, the engine is not stopping
+        and an idle worker of ``task_type`` exists; it starts no worker (the loop does).
+        False means the loop must be woken: it did not run, or it left work or a timer the
+        loop's armed wake-up would be too late for.
+        """
+        if not self._turn_lock.acquire(blocking=False):
+            return False  # the loop (or another creator) is in a turn: it will see the note
+        try:
+            armed = self._armed_at
+            each = self._pools.get(task_type)
+            if (
+                armed is None
+                or self._finished.is_set()
+                or self._stop_deadline is not None
+                or self._commands
+                or self._batch
+                or each is None
+                or not each.idle_workers()
+            ):
+                return False
+            try:
+                self._run_commands()
+                self._dispatch(start_workers=False)
+            except BaseException as exc:
+                # A claimed task may now be held by no worker: the next commit's check hands
+                # it back (as after a commit that raised).
+                self._unsure = self._dirty = True
+                if not isinstance(exc, Exception):
+                    self._ping()
+                    raise  # KeyboardInterrupt and the like belong to the caller
+                log.exception(
+                    "dispatching on the creating thread failed; the reactor takes over",
+                    extra={"node": self._node},
+                )
+                return False
+            return self._wake_at(time.monotonic()) >= armed
+        finally:
+            self._turn_lock.release()
 
     def _ping(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -242,6 +298,7 @@ class Reactor:
     # -- the loop ---------------------------------------------------------------------------
 
     def _main(self) -> None:
+        self._turn_lock.acquire()
         try:
             while not self._turn():
                 pass
@@ -256,6 +313,7 @@ class Reactor:
                     worker.kill(Reason.STOP)
         finally:
             self._finished.set()
+            self._turn_lock.release()
 
     def _workers(self) -> Iterable[process.WorkerProcess]:
         for each in self._pools.values():
@@ -263,7 +321,15 @@ class Reactor:
 
     def _turn(self) -> bool:
         """One turn of the loop; True when the reactor has finished stopping."""
-        events = self._selector.select(self._sleep_seconds())
+        now = time.monotonic()
+        self._armed_at = wake = self._sleep_until(now)
+        self._turn_lock.release()
+        timeout = max(0.0, wake - now)
+        try:
+            events = self._selector.select(timeout)
+        finally:
+            self._turn_lock.acquire()
+            self._armed_at = None
         exited: list[process.WorkerProcess] = []
         for key, _ in events:
             if key.data is None:
@@ -321,13 +387,17 @@ class Reactor:
             if not self._planner.note_due(task_type, due):
                 self._dirty = True
 
-    def _sleep_seconds(self) -> float:
-        now = time.monotonic()
+    def _sleep_until(self, now: float) -> float:
+        """When the loop wakes next (monotonic); also starts a store poll when one is due."""
+        if self._pools and now >= self._next_poll:
+            self._next_poll = now + POLL_INTERVAL
+            self._dirty = True
+        return self._wake_at(now)
+
+    def _wake_at(self, now: float) -> float:
+        """The earliest timer of the loop (monotonic), from its state alone."""
         wake = now + MAX_SLEEP
         if self._pools:
-            if now >= self._next_poll:
-                self._next_poll = now + POLL_INTERVAL
-                self._dirty = True
             wake = min(wake, self._next_poll)
         for worker in self._workers():
             for moment in self._timers_of(worker):
@@ -346,7 +416,7 @@ class Reactor:
             ahead = (self._planner.due_hint - self._clock.now()).total_seconds()
             # Due work waits out a store backoff like everything else (no hot loop).
             wake = min(wake, max(now + max(0.0, ahead), self._store_retry_at))
-        return max(0.0, wake - now)
+        return wake
 
     def _timers_of(self, worker: process.WorkerProcess) -> tuple[float | None, ...]:
         spec = self._pools[worker.config.task_type].spec
@@ -635,16 +705,31 @@ class Reactor:
 
     # -- dispatching ----------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        """Claim attempts for free slots and store this turn's outcomes: one group commit."""
+    def _dispatch(self, *, start_workers: bool = True) -> None:
+        """Claim attempts for free slots and store this turn's outcomes: one group commit.
+
+        Without ``start_workers`` the plan keeps only slots of running workers; if it had
+        more, the loop is left dirty so that its next turn plans (and starts) them.
+        """
         if time.monotonic() < self._store_retry_at:
             return
         now = self._clock.now()
         plan, to_stop = self._planner.plan(now, refresh=self._dirty)
         self._dirty = False
+        if not start_workers:
+            running: planner.Plan = [
+                (name, [slot for slot in slots if slot is not None]) for name, slots in plan
+            ]
+            self._dirty = any(
+                len(kept) < len(slots) for (_, kept), (_, slots) in zip(running, plan, strict=True)
+            )
+            plan = [(name, kept) for name, kept in running if kept]
         for idle in to_stop:
             self._send_stop(idle)
         if not plan and not self._batch:
+            if self._unsure:
+                # No commit comes to check after the one that raised: check now.
+                self._reconcile([], [])
             return
         batch, self._batch = self._batch, []
         try:
