@@ -2,8 +2,9 @@
 
 A diagnostic for the target "SqliteStore at least half of MemoryStore's no-op throughput": it
 runs the life of a ``retain_for=0`` task (insert, claim, finishing delete) as plain SQL on a
-fresh file with SqliteStore's own schema and statements (``taskengine.stores.schema``), in the
-batch sizes the engine uses (one ``create_many`` of all tasks, group commits of 128), and prints
+fresh file with SqliteStore's own schema and statements (``taskengine.stores.schema``: the
+multi-row INSERT, the claim's UPDATE ... RETURNING, the shared-fence DELETE), in the batch sizes
+the engine uses (one ``create_many`` of all tasks, group commits of 128), and prints
 the microseconds per task of each step (the fastest of ``--rounds`` runs).  Then it runs the
 same once per index, each time without that index, so that the share of every index is visible.
 The engine's per-task time on MemoryStore (``overhead.py``) comes on top of this for
@@ -59,26 +60,23 @@ def _life_cycle(ddl: tuple[str, ...], rows: list[tuple[object, ...]]) -> Steps:
             conn.execute(statement)
         began = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(schema.INSERT, rows)
+        for start in range(0, len(rows), schema.INSERT_ROWS):
+            chunk = rows[start : start + schema.INSERT_ROWS]
+            conn.execute(schema.insert_sql(len(chunk)), [v for row in chunk for v in row])
         conn.execute("COMMIT")
         insert = time.perf_counter() - began
         claim = finish = commit = 0.0
         finished: list[str] = []
-        claim_sql = (
-            "UPDATE tasks SET status = ?, attempts = ?, node_identity = ?,"
-            " date_next_process = ?, date_modified = ? WHERE rowid = ?"
-        )
         while True:
             conn.execute("BEGIN IMMEDIATE")
             began = time.perf_counter()
-            conn.executemany(
-                schema.DELETE[(True, True)], [(task_id, "processing", 1) for task_id in finished]
-            )
+            if finished:
+                conn.execute(schema.delete_fenced_sql(len(finished)), (*finished, "processing", 1))
             deleted = time.perf_counter()
-            due = conn.execute(schema.SELECT_DUE, ("noop", 2**62, BATCH)).fetchall()
-            conn.executemany(
-                claim_sql, [("processing", 1, "node", None, row[7] + 1, row[-1]) for row in due]
-            )
+            selection = ("noop", 2**62, BATCH)
+            order = {row[0]: i for i, row in enumerate(conn.execute(schema.DUE_ROWIDS, selection))}
+            due = conn.execute(schema.CLAIM_DUE, ("node", 2**40, *selection)).fetchall()
+            due.sort(key=lambda row: order[row[-1]])
             claimed = time.perf_counter()
             conn.execute("COMMIT")
             committed = time.perf_counter()

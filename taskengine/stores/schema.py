@@ -49,11 +49,15 @@ from taskengine import clock, cursor, jsonform, models
 __all__ = [
     "COLUMNS",
     "DDL",
+    "DELETE_IDS",
+    "INSERT_ROWS",
     "SCHEDULES_DDL",
     "SCHEMA_VERSION",
     "UPGRADES",
     "Row",
+    "delete_fenced_sql",
     "from_row",
+    "insert_sql",
     "query_sql",
     "to_date",
     "to_row",
@@ -148,8 +152,23 @@ DDL: Final[tuple[str, ...]] = (
     *LISTING_INDEXES,
 )
 
+_ROW_MARKS: Final = f"({', '.join('?' for _ in COLUMNS)})"
 #: Insert one task (all columns).
-INSERT: Final = f"INSERT INTO tasks ({_SELECT_LIST}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608 -- constants only
+INSERT: Final = f"INSERT INTO tasks ({_SELECT_LIST}) VALUES {_ROW_MARKS}"  # noqa: S608 -- constants only
+#: Most tasks one INSERT statement carries (``insert_sql``).  One statement of many rows costs
+#: SQLite about a third less per row than one execution per row, and 50 rows of 19 columns
+#: stay under 999 bound parameters, the limit of SQLite builds before 3.32.
+INSERT_ROWS: Final = 50
+
+
+@functools.lru_cache(maxsize=INSERT_ROWS)
+def insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` tasks (1 to ``INSERT_ROWS``): the rows' values, in order, flat."""
+    if not 1 <= rows <= INSERT_ROWS:
+        raise ValueError(f"an INSERT carries 1 to {INSERT_ROWS} rows, not {rows}")
+    return f"INSERT INTO tasks ({_SELECT_LIST}) VALUES " + ", ".join([_ROW_MARKS] * rows)  # noqa: S608 -- constants only
+
+
 #: Overwrite every column of one task, fenced by status and attempts.  Parameters: the row
 #: (all columns, id included), then the expected status and attempts.
 UPDATE_FENCED: Final = (
@@ -167,6 +186,25 @@ DELETE: Final[dict[tuple[bool, bool], str]] = {
     (False, True): "DELETE FROM tasks WHERE id = ? AND attempts = ?",
     (True, True): "DELETE FROM tasks WHERE id = ? AND status = ? AND attempts = ?",
 }
+#: Most ids one ``delete_fenced_sql`` statement carries (with its two fence values, under 999
+#: bound parameters).
+DELETE_IDS: Final = 500
+
+
+@functools.lru_cache(maxsize=64)
+def delete_fenced_sql(ids: int) -> str:
+    """A DELETE of ``ids`` tasks (1 to ``DELETE_IDS``) that share their fence.
+
+    Parameters: the ids, then the expected status and attempts.  One statement deletes a
+    group commit's finished tasks (retain_for=0) for about a third less than one execution
+    of ``DELETE[(True, True)]`` per task.
+    """
+    if not 1 <= ids <= DELETE_IDS:
+        raise ValueError(f"a DELETE carries 1 to {DELETE_IDS} ids, not {ids}")
+    marks = ", ".join(["?"] * ids)
+    return f"DELETE FROM tasks WHERE id IN ({marks}) AND status = ? AND attempts = ?"  # noqa: S608 -- constants only
+
+
 #: One task by id.
 SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = ?"  # noqa: S608 -- constants only
 #: Whether an id is taken.

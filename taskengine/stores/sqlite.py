@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import itertools
 import logging
 import math
 import os
@@ -391,7 +393,7 @@ class SqliteStore:
         ids: list[str] = []
         with self._transaction() as conn:
             if all(task.idempotency_key is None for task in tasks) and _bulk(
-                conn, schema.INSERT, rows
+                conn, len(rows), lambda: _insert_rows(conn, rows)
             ):
                 return [task.id for task in tasks]
             for task, row in zip(tasks, rows, strict=True):
@@ -582,26 +584,34 @@ def _warn_if_writable_by_others(path: str, what: str) -> None:
         )
 
 
-def _bulk(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> bool:
-    """Run ``sql`` once per row in one ``executemany``; False (and nothing done) if not all applied.
+def _bulk(conn: sqlite3.Connection, expected: int, run: Callable[[], object]) -> bool:
+    """Run a batch of ``expected`` row writes; False (and nothing done) if not all applied.
 
-    One call instead of a statement per row from Python: on a batch of outcomes or a
-    ``create_many`` this is a measurable share of the store's time.  When a row fails (a
-    constraint) or changes no row (a fence that did not hold), the batch is rolled back to its
-    savepoint, so that the caller can go row by row and learn which one it was.
+    A batch in one or a few statements instead of a statement per row from Python: on a batch
+    of outcomes or a ``create_many`` this is a measurable share of the store's time.  When a
+    row fails (a constraint) or changes no row (a fence that did not hold), the batch is rolled
+    back to its savepoint, so that the caller can go row by row and learn which one it was.
     """
     before = conn.total_changes
     conn.execute("SAVEPOINT bulk")
     try:
-        conn.executemany(sql, rows)
+        run()
     except sqlite3.IntegrityError:
         applied = False
     else:
-        applied = conn.total_changes - before == len(rows)
+        applied = conn.total_changes - before == expected
     if not applied:
         conn.execute("ROLLBACK TO bulk")
     conn.execute("RELEASE bulk")
     return applied
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert ``rows`` with as few statements as ``schema.INSERT_ROWS`` allows."""
+    step = schema.INSERT_ROWS
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        conn.execute(schema.insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
 def _apply_statements(
@@ -620,12 +630,34 @@ def _apply_statements(
         while end < len(statements) and statements[end][0] == sql:
             end += 1
         run = statements[start:end]
-        if len(run) > 1 and _bulk(conn, sql, [params for _, params in run]):
+        if len(run) > 1 and _bulk(
+            conn, len(run), functools.partial(_run_same, conn, sql, [p for _, p in run])
+        ):
             applied += [True] * len(run)
         else:
             applied += [conn.execute(sql, params).rowcount == 1 for _, params in run]
         start = end
     return applied
+
+
+def _run_same(conn: sqlite3.Connection, sql: str, params: list[tuple[object, ...]]) -> None:
+    """Run one statement per parameter set, as few times as the statement allows.
+
+    Fenced deletes (a group commit's finished tasks) that share their fence go as one
+    ``DELETE ... WHERE id IN (...)`` per ``schema.DELETE_IDS`` ids; anything else as one
+    ``executemany``.  The caller compares the rows changed with the count of parameter sets.
+    """
+    if sql != schema.DELETE[(True, True)]:
+        conn.executemany(sql, params)
+        return
+    by_fence: dict[tuple[object, object], list[object]] = {}
+    for task_id, status, attempts in params:
+        by_fence.setdefault((status, attempts), []).append(task_id)
+    step = schema.DELETE_IDS
+    for fence, ids in by_fence.items():
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            conn.execute(schema.delete_fenced_sql(len(chunk)), (*chunk, *fence))
 
 
 def _write_statement(write: base.Write) -> tuple[str, tuple[object, ...]]:

@@ -393,6 +393,75 @@ def test_a_failing_claim_rolls_the_whole_claim_back(store: SqliteStore) -> None:
     assert len(store.claim_due("alpha", at(10), 10, claimer(at(10)))) == 3
 
 
+@pytest.mark.parametrize(
+    "count", [1, schema.INSERT_ROWS - 1, schema.INSERT_ROWS, schema.INSERT_ROWS + 1, 123]
+)
+def test_a_batch_of_any_size_is_stored_whole_across_multi_row_inserts(
+    store: SqliteStore, count: int
+) -> None:
+    tasks = [new(payload=n, run_at=at(n)) for n in range(count)]
+    assert store.insert_many(tasks) == [task.id for task in tasks]
+    assert [store.get(task.id) for task in tasks] == tasks
+    claimed = store.claim_due("alpha", at(count), count + 1, claimer(at(count)))
+    assert [task.id for task in claimed] == [task.id for task in tasks]
+
+
+def test_a_duplicate_id_in_a_later_insert_statement_stores_nothing(store: SqliteStore) -> None:
+    existing = new()
+    store.insert_many([existing])
+    batch = [new() for _ in range(2 * schema.INSERT_ROWS)]
+    batch[-3] = new(task_id=existing.id)  # in the batch's last statement
+    with pytest.raises(errors.StoreError, match="exists"):
+        store.insert_many(batch)
+    assert all(store.get(task.id) is None for task in batch[:-3])
+    assert store.get(existing.id) == existing
+
+
+def test_fenced_deletes_in_bulk_answer_for_each_write(store: SqliteStore) -> None:
+    # More than one DELETE statement's worth, under two fences, one of them stale.
+    count = schema.DELETE_IDS + 20
+    tasks = [new() for _ in range(count)]
+    store.insert_many(tasks)
+    claimed = store.claim_due("alpha", at(10), count, claimer(at(10)))
+    retried = {task.id for task in claimed[::7]}
+    store.apply(
+        [
+            base.Update(
+                task=attrs.evolve(task, attempts=2),
+                expected_status=Status.PROCESSING,
+                expected_attempts=1,
+            )
+            for task in claimed
+            if task.id in retried
+        ]
+    )
+    stale = claimed[7 * (count // 14)].id  # one of the retried tasks, mid-batch
+    writes = [
+        base.Delete(
+            task_id=task.id,
+            expected_status=Status.PROCESSING,
+            expected_attempts=1 if task.id == stale or task.id not in retried else 2,
+        )
+        for task in claimed
+    ]
+    assert stale in retried  # its fence (attempts 1) no longer holds
+    applied = store.apply(writes)
+    assert applied == [task.id != stale for task in claimed]
+    assert [task.id for task in claimed if store.get(task.id) is not None] == [stale]
+
+
+@pytest.mark.parametrize("ids", [0, schema.DELETE_IDS + 1])
+def test_a_fenced_delete_outside_its_bounds_is_refused(ids: int) -> None:
+    with pytest.raises(ValueError, match="carries 1 to"):
+        schema.delete_fenced_sql(ids)
+
+
+@pytest.mark.parametrize("rows", [0, schema.INSERT_ROWS + 1])
+def test_a_multi_row_insert_outside_its_bounds_is_refused(rows: int) -> None:
+    with pytest.raises(ValueError, match="carries 1 to"):
+        schema.insert_sql(rows)
+
+
 def test_an_insert_that_fails_stores_nothing(store: SqliteStore) -> None:
     good = new()
     bad = attrs.evolve(new(), attempts=-1)  # breaks the table's CHECK constraint
