@@ -27,11 +27,12 @@ BACKOFF_MAX: Final = 30.0
 #: never waits long behind others while another worker is free.  Attempts longer than this are
 #: not prefetched at all; for them the round trip is negligible anyway.
 PREFETCH_BUDGET: Final = 0.002
-#: Attempts sent to one worker at most (running + prefetched).  64 rather than 16: deeper
-#: queues let one group commit carry more outcomes, which measured +15-20 % no-op throughput on
-#: SqliteStore (benchmarks/overhead.py, same run) and nothing lost on MemoryStore; PREFETCH_BYTES
-#: keeps the pipe from filling whatever the depth.
-PREFETCH_MAX: Final = 64
+#: Attempts sent to one worker at most (running + prefetched).  Deeper queues let one group
+#: commit carry more outcomes: 16 -> 64 measured +15-20 % no-op throughput on SqliteStore and
+#: 64 -> 128 another +12 % (benchmarks/overhead.py, same runs), with nothing lost on MemoryStore.
+#: Only attempts under 16 us reach this depth (PREFETCH_BUDGET), and PREFETCH_BYTES keeps the
+#: pipe from filling whatever the depth (at 128 the two limits meet for small payloads).
+PREFETCH_MAX: Final = 128
 #: Bytes of attempts that may wait unread in a worker's pipe.  A busy worker reads nothing
 #: until it has written its result; if the coordinator blocked writing prefetched attempts into
 #: a full pipe meanwhile, and the result were larger than the pipe, each side would wait for the
