@@ -160,6 +160,7 @@ def test_latency_breakdown_shape(run: tuple[dict[str, Any], Path]) -> None:
     steps = breakdown["median_us"]
     assert steps["total"] > 0
     assert all(isinstance(v, int | float) for v in steps.values()), steps
+    assert 0 <= breakdown["share_dispatched_on_creating_thread"] <= 1
 
 
 def test_sqlite_cost_reports_every_step_and_every_index() -> None:
