@@ -57,9 +57,9 @@ def run_engine(iterations: int, tasks: int, workers: int) -> float:
         engine.create_many("spin", [iterations] * tasks)
         counter.wait()
         wall = time.perf_counter() - began
-        UTILISATION["taskengine_memory"].append(
-            (_run_seconds(engine) - busy_before) / (workers * wall)
-        )
+        busy = _run_seconds(engine) - busy_before
+        BUSY["taskengine_memory"].append(busy)
+        UTILISATION["taskengine_memory"].append(busy / (workers * wall))
         return wall
 
 
@@ -78,12 +78,15 @@ def run_ppe(iterations: int, tasks: int, workers: int) -> float:
         futures = [pool.submit(noop_handlers.timed_spin, iterations) for _ in range(tasks)]
         busy = sum(future.result() for future in futures)
         wall = time.perf_counter() - began
+        BUSY["process_pool_executor"].append(busy)
         UTILISATION["process_pool_executor"].append(busy / (workers * wall))
         return wall
 
 
 #: Per parallel run: seconds the workers spent in tasks over (workers x wall seconds).
 UTILISATION: dict[str, list[float]] = {"taskengine_memory": [], "process_pool_executor": []}
+#: Per parallel run: seconds the workers spent in tasks, all of them together.
+BUSY: dict[str, list[float]] = {"taskengine_memory": [], "process_pool_executor": []}
 
 
 CONTENDERS: dict[str, Callable[[int, int, int], float]] = {
@@ -131,6 +134,18 @@ def main() -> None:
             "speedup_limit": min(args.workers, os.cpu_count() or 1),
             "worker_utilisation": {
                 name: round(common.median(values), 4) for name, values in UTILISATION.items()
+            },
+            # How much longer one task takes in a worker while all workers run than alone in
+            # one process (the machine's cores slowing each other: shared caches, SMT siblings,
+            # other load), and the speed-up that leaves at 100 % utilisation.  Speed-up =
+            # ceiling x utilisation: the ceiling is the machine's, the utilisation the engine's.
+            "parallel_task_slowdown": {
+                name: common.ratio(common.median(values), med["serial"])
+                for name, values in BUSY.items()
+            },
+            "speedup_ceiling_at_full_utilisation": {
+                name: common.ratio(args.workers * med["serial"], common.median(values))
+                for name, values in BUSY.items()
             },
             "samples_worker_utilisation": {
                 name: [round(v, 4) for v in values] for name, values in UTILISATION.items()

@@ -51,6 +51,9 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
             utilisation = c.get("worker_utilisation", {}).get(name)
             if utilisation is not None:
                 figure += f", workers busy {utilisation:.1%} of the time"
+            ceiling = c.get("speedup_ceiling_at_full_utilisation", {}).get(name)
+            if ceiling is not None:
+                figure += f", machine ceiling {ceiling}x"
             rows.append(["cpu_scaling", name, figure])
     if "latency" in suites:
         lat = suites["latency"]

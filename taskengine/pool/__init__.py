@@ -13,6 +13,9 @@ Data flow (one pipe per worker; one attempt runs per worker, short ones are pref
                          announce -> callbacks thread, wait() wakeups
                          sentinel fires (worker died) -> attempt fails with WorkerCrashedError
 
+When the reactor sleeps and a worker of its type is idle, ``create`` itself claims and sends
+the Run on the API thread, under the reactor's turn lock (``Reactor.wake_for``).
+
 A worker runs one attempt at a time, so a dead worker maps to exactly one attempt (the first
 of its queue); attempts prefetched behind it had not started and are handed back uncounted.  A
 pool is never "broken" by a death.

@@ -114,6 +114,11 @@ def test_cpu_latency_cold_start_shape(run: tuple[dict[str, Any], Path]) -> None:
     assert all(0 < share <= 1.05 for share in cpu["worker_utilisation"].values())
     for name, shares in cpu["samples_worker_utilisation"].items():
         assert len(shares) == cpu["rounds"], name
+    # The ceiling is the speed-up at full utilisation: speed-up = ceiling x utilisation.
+    for name, ceiling in cpu["speedup_ceiling_at_full_utilisation"].items():
+        utilisation = cpu["worker_utilisation"][name]
+        assert cpu["parallel_task_slowdown"][name] > 0
+        assert ceiling * utilisation == pytest.approx(cpu["speedup"][name], rel=0.1), name
     latency = suites["latency"]
     for figure in ("p50_us_median", "p99_us_median"):
         assert positive(numbers(latency[figure]))
