@@ -36,11 +36,13 @@ PREFETCH_MAX: Final = 128
 #: Bytes of attempts that may wait unread in a worker's pipe.  A busy worker reads nothing
 #: until it has written its result; if the coordinator blocked writing prefetched attempts into
 #: a full pipe meanwhile, and the result were larger than the pipe, each side would wait for the
-#: other forever.  Prefetched attempts are sent only while the pipe holds less than this, far
-#: below the smallest default buffer of a Unix socket pair (about 200 KiB on Linux), so the
-#: coordinator's writes to a busy worker never block.  An attempt that does not fit waits in the
-#: coordinator until the worker is free; the first attempt sent to a free worker may be of any
-#: size, because the worker is reading.
+#: other forever.  Prefetched attempts are sent only while the pipe holds less than this, counted
+#: with RUN_OVERHEAD_BYTES per message: Linux charges a Unix socket about 700 bytes of
+#: bookkeeping per small write on top of its bytes, so 128 tiny attempts take about 98 KiB of the
+#: usual 208 KiB send buffer; ``tests/faults/test_prefetch_pipe.py`` checks that twice the most
+#: this allows fits without blocking, so the coordinator's writes to a busy worker never block.
+#: An attempt that does not fit waits in the coordinator until the worker is free; the first
+#: attempt sent to a free worker may be of any size, because the worker is reading.
 PREFETCH_BYTES: Final = 32 * 1024
 #: What a Run message adds to its payload, counted against ``PREFETCH_BYTES``.
 RUN_OVERHEAD_BYTES: Final = 256

@@ -9,8 +9,13 @@ the others wait in the coordinator until the worker takes them.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
+import pytest
+
 import taskengine
-from taskengine.pool import pool
+from taskengine.pool import messages, pool
 
 
 def test_large_payloads_and_results_after_prefetch_has_started_all_finish(
@@ -29,7 +34,25 @@ def test_large_payloads_and_results_after_prefetch_has_started_all_finish(
         assert task.result == big
 
 
-def test_prefetch_budget_is_well_under_a_socket_buffer() -> None:
-    # Linux gives an AF_UNIX stream socket at least this much send buffer by default; the
-    # prefetch budget must fit in it with room for the messages' own framing.
-    assert 0 < pool.PREFETCH_BYTES <= 64 * 1024
+def _allowed(payload_bytes: int) -> int:
+    """How many Run messages of this payload size the prefetch rules let wait in one pipe."""
+    per_message = payload_bytes + pool.RUN_OVERHEAD_BYTES
+    return max(1, min(pool.PREFETCH_MAX, pool.PREFETCH_BYTES // per_message))
+
+
+@pytest.mark.parametrize("payload_bytes", [0, 100, 1_000, 10_000, 30_000])
+def test_the_most_prefetch_allowed_fits_in_a_real_worker_pipe_twice_over(
+    payload_bytes: int,
+) -> None:
+    # The kernel charges each small message far more than its bytes (about 700 bytes of
+    # bookkeeping per write on Linux), so the byte budget alone proves nothing: fill a pipe
+    # made like a worker's with the most the rules allow, twice, without blocking once.
+    parent, child = multiprocessing.get_context("forkserver").Pipe(duplex=True)
+    try:
+        os.set_blocking(parent.fileno(), False)
+        run = messages.encode(messages.Run("0" * 32, "echo", 1, b"x" * payload_bytes))
+        for _ in range(2 * _allowed(payload_bytes)):
+            parent.send_bytes(run)  # BlockingIOError would mean a coordinator could block
+    finally:
+        parent.close()
+        child.close()
