@@ -717,12 +717,10 @@ class Reactor:
         plan, to_stop = self._planner.plan(now, refresh=self._dirty)
         self._dirty = False
         if not start_workers:
+            self._dirty = any(None in slots for _, slots in plan)
             running: planner.Plan = [
                 (name, [slot for slot in slots if slot is not None]) for name, slots in plan
             ]
-            self._dirty = any(
-                len(kept) < len(slots) for (_, kept), (_, slots) in zip(running, plan, strict=True)
-            )
             plan = [(name, kept) for name, kept in running if kept]
         for idle in to_stop:
             self._send_stop(idle)

@@ -153,8 +153,6 @@ DDL: Final[tuple[str, ...]] = (
 )
 
 _ROW_MARKS: Final = f"({', '.join('?' for _ in COLUMNS)})"
-#: Insert one task (all columns).
-INSERT: Final = f"INSERT INTO tasks ({_SELECT_LIST}) VALUES {_ROW_MARKS}"  # noqa: S608 -- constants only
 #: Most tasks one INSERT statement carries (``insert_sql``).  One statement of many rows costs
 #: SQLite about a third less per row than one execution per row, and 50 rows of 19 columns
 #: stay under 999 bound parameters, the limit of SQLite builds before 3.32.
@@ -167,6 +165,10 @@ def insert_sql(rows: int) -> str:
     if not 1 <= rows <= INSERT_ROWS:
         raise ValueError(f"an INSERT carries 1 to {INSERT_ROWS} rows, not {rows}")
     return f"INSERT INTO tasks ({_SELECT_LIST}) VALUES " + ", ".join([_ROW_MARKS] * rows)  # noqa: S608 -- constants only
+
+
+#: Insert one task (all columns).
+INSERT: Final = insert_sql(1)
 
 
 #: Overwrite every column of one task, fenced by status and attempts.  Parameters: the row

@@ -42,7 +42,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from taskengine import clock, cursor, errors, models, transitions
 from taskengine.stores import base, schema
@@ -50,6 +50,7 @@ from taskengine.stores import base, schema
 __all__ = ["SqliteStore"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Page cache of the writer connection, in KiB.
 _WRITER_CACHE_KIB: Final = 65536
@@ -606,11 +607,15 @@ def _bulk(conn: sqlite3.Connection, expected: int, run: Callable[[], object]) ->
     return applied
 
 
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size`` (one statement's worth each)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
     """Insert ``rows`` with as few statements as ``schema.INSERT_ROWS`` allows."""
-    step = schema.INSERT_ROWS
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
+    for chunk in _chunks(rows, schema.INSERT_ROWS):
         conn.execute(schema.insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
@@ -653,10 +658,8 @@ def _run_same(conn: sqlite3.Connection, sql: str, params: list[tuple[object, ...
     by_fence: dict[tuple[object, object], list[object]] = {}
     for task_id, status, attempts in params:
         by_fence.setdefault((status, attempts), []).append(task_id)
-    step = schema.DELETE_IDS
     for fence, ids in by_fence.items():
-        for start in range(0, len(ids), step):
-            chunk = ids[start : start + step]
+        for chunk in _chunks(ids, schema.DELETE_IDS):
             conn.execute(schema.delete_fenced_sql(len(chunk)), (*chunk, *fence))
 
 
