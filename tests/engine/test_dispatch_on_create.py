@@ -43,8 +43,17 @@ def _loop_asleep(engine: taskengine.TaskEngine) -> bool:
     return loop._armed_at is not None and not loop._turn_lock.locked()
 
 
-def _warm(engine: taskengine.TaskEngine, task_type: str, payload: Any) -> None:
-    """One finished task, so that the pool's worker is idle; then wait for the loop to sleep."""
+def _warm_pool(
+    engine: taskengine.TaskEngine,
+    task_type: str,
+    handler: tuple[str, str],
+    payload: Any,
+    **options: Any,
+) -> None:
+    """Register a pool that never idles out, finish one task on it (its worker is idle now),
+    then wait for the loop to sleep."""
+    module, method = handler
+    engine.register_handler(task_type, module, method, idle_shutdown_timeout=None, **options)
     engine.wait(engine.create(task_type, payload), timeout=30)
     until(lambda: _loop_asleep(engine))
 
@@ -52,8 +61,7 @@ def _warm(engine: taskengine.TaskEngine, task_type: str, payload: Any) -> None:
 def test_a_create_hands_its_task_to_an_idle_worker_before_it_returns(
     engine: taskengine.TaskEngine,
 ) -> None:
-    engine.register_handler("pid", BASIC, "pid", idle_shutdown_timeout=None)
-    _warm(engine, "pid", None)
+    _warm_pool(engine, "pid", (BASIC, "pid"), None)
     for _ in range(20):
         task_id = engine.create("pid", None, retain_for=None)
         stored = engine.get(task_id)
@@ -67,10 +75,7 @@ def test_a_create_hands_its_task_to_an_idle_worker_before_it_returns(
 def test_the_execution_timeout_of_an_attempt_sent_by_a_create_still_fires(
     engine: taskengine.TaskEngine,
 ) -> None:
-    engine.register_handler(
-        "slow", BASIC, "sleep", execution_timeout=0.5, idle_shutdown_timeout=None
-    )
-    _warm(engine, "slow", {"seconds": 0})
+    _warm_pool(engine, "slow", (BASIC, "sleep"), {"seconds": 0}, execution_timeout=0.5)
     task_id = engine.create("slow", {"seconds": 60}, retry_count=0, retain_for=None)
     done = engine.wait(task_id, timeout=30)
     assert done.status is TaskStatus.FAILED
@@ -81,8 +86,7 @@ def test_the_execution_timeout_of_an_attempt_sent_by_a_create_still_fires(
 def test_a_task_due_later_runs_when_due_although_the_create_found_nothing_to_claim(
     engine: taskengine.TaskEngine,
 ) -> None:
-    engine.register_handler("at", PROBES, "started_at", idle_shutdown_timeout=None)
-    _warm(engine, "at", None)
+    _warm_pool(engine, "at", (PROBES, "started_at"), None)
     due = datetime.now(UTC) + timedelta(seconds=0.5)
     task_id = engine.create("at", None, run_at=due)
     done = engine.wait(task_id, timeout=30)
@@ -94,10 +98,7 @@ def test_work_beyond_the_idle_worker_gets_a_new_worker_from_the_loop(
     engine: taskengine.TaskEngine,
 ) -> None:
     # Attempts this long keep the prefetch depth at 1: the second task needs a second worker.
-    engine.register_handler(
-        "iv", PROBES, "interval", max_worker_count=2, idle_shutdown_timeout=None
-    )
-    _warm(engine, "iv", {"seconds": 0.05})
+    _warm_pool(engine, "iv", (PROBES, "interval"), {"seconds": 0.05}, max_worker_count=2)
     ids = engine.create_many("iv", [{"seconds": 1.0}] * 2)
     results = [engine.wait(task_id, timeout=30).result for task_id in ids]
     assert len({pid for pid, _, _ in results}) == 2
@@ -124,8 +125,7 @@ def _failing_once_on(
 def test_a_create_interrupted_after_its_claim_leaves_no_task_stranded(
     engine: taskengine.TaskEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine.register_handler("pid", BASIC, "pid", idle_shutdown_timeout=None)
-    _warm(engine, "pid", None)
+    _warm_pool(engine, "pid", (BASIC, "pid"), None)
     raised = _failing_once_on(monkeypatch, threading.current_thread(), KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         engine.create("pid", None, retain_for=None)
@@ -142,8 +142,7 @@ def test_a_failure_of_the_shortcut_is_logged_and_the_loop_runs_the_task(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    engine.register_handler("pid", BASIC, "pid", idle_shutdown_timeout=None)
-    _warm(engine, "pid", None)
+    _warm_pool(engine, "pid", (BASIC, "pid"), None)
     raised = _failing_once_on(monkeypatch, threading.current_thread(), RuntimeError("boom"))
     with caplog.at_level(logging.ERROR, logger="taskengine.pool.reactor"):
         task_id = engine.create("pid", None, retain_for=None)
