@@ -139,7 +139,11 @@ class PostgresStore:
         self._schema = schema
         self._channel = f"taskengine.{schema}"
         self._pool: postgres_connections.ConnectionPool = connections.ConnectionPool(
-            dsn, schema, application_name=application_name, connect_timeout=seconds
+            dsn,
+            schema,
+            application_name=application_name,
+            connect_timeout=seconds,
+            lease_timeout=self._lease,
         )
         self._connections = connections
         self._listener: postgres_connections.Listener | None = None

@@ -1,12 +1,19 @@
 """Connections of ``PostgresStore``: a pool that reconnects, the LISTEN thread, schema setup.
 
-A connection that failed is never reused: it is closed and the next call connects again (with
-``connect_timeout``), so a dropped connection or a restarted server costs the calls made during
-the outage a ``StoreError`` each and nothing more.  Backing off between tries is the caller's
-business (the engine's reactor and sweeper already back off on ``StoreError``); the listener,
-which has no caller, backs off by itself.
+The pool is ``psycopg_pool``'s.  A connection that failed is never lent again: it is discarded,
+with every idle one (they most likely failed the same way), and the pool connects anew in the
+background, so a dropped connection or a restarted server costs the calls made during the
+outage a ``StoreError`` each (after at most ``connect_timeout``) and nothing more.  Backing off
+between calls is the caller's business (the engine's reactor and sweeper already back off on
+``StoreError``); the listener, which has no caller, backs off by itself.
 
-Importing this module imports psycopg: ``postgres.py`` imports it only when a store is built.
+A silent partition (packets dropped, no reset) is noticed on both ends within about the lease:
+the client sets TCP keepalives and ``tcp_user_timeout`` from ``lease_timeout``, and each session
+asks the server for the same keepalives plus ``idle_in_transaction_session_timeout``, so a
+transaction cut off mid-way does not keep its row locks (and the claims they guard) for hours.
+
+Importing this module imports psycopg and psycopg_pool: ``postgres.py`` imports it only when a
+store is built.
 """
 
 from __future__ import annotations
@@ -19,23 +26,87 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import psycopg
+import psycopg_pool
 from psycopg import sql
 
 from taskengine import errors
 from taskengine.stores import postgres_schema as schema_sql
 
-__all__ = ["ConnectionPool", "Listener", "create_or_check_schema", "redact"]
+__all__ = [
+    "ConnectionPool",
+    "Listener",
+    "connection_kwargs",
+    "create_or_check_schema",
+    "redact",
+    "session_settings",
+]
 
 log = logging.getLogger(__name__)
 
-#: Idle connections kept for reuse (more are opened under load, then closed).
-MAX_IDLE: Final = 4
+#: Connections kept open while idle, and the most open at once (callers beyond wait for one,
+#: up to ``connect_timeout``).  A node's engine needs two at a time (reactor and lease keeper;
+#: the listener has its own); the rest serve the application's calls, whose short
+#: transactions gain little from more.
+MIN_SIZE: Final = 1
+MAX_SIZE: Final = 8
+#: Seconds an extra connection (above ``MIN_SIZE``) stays open unused.
+MAX_IDLE_SECONDS: Final = 60.0
+#: Seconds a background reconnection keeps trying before its slot is given up (at least the
+#: connect timeout).
+RECONNECT_GIVE_UP: Final = 3.0
+#: Background threads of the pool that connect and discard connections.
+WORKERS: Final = 2
+#: Seconds ``close`` waits for those threads (one stuck connecting is a daemon and is left).
+CLOSE_TIMEOUT: Final = 1.0
 #: First and largest pause of the listener between reconnection attempts.
 LISTEN_RETRY_FIRST: Final = 0.1
 LISTEN_RETRY_MAX: Final = 5.0
 #: How often the listener looks at its stop flag while no notification comes (``notifies(timeout=)``
 #: needs psycopg 3.2).
 LISTEN_TICK: Final = 0.5
+
+
+def connection_kwargs(
+    application_name: str, connect_timeout: float, lease_timeout: float
+) -> dict[str, Any]:
+    """Connection arguments of psycopg: autocommit, and dead-peer detection within the lease.
+
+    Keepalive probes start after a third of the lease without traffic and three unanswered
+    ones (half the lease) end the connection; ``tcp_user_timeout`` ends it when sent data
+    stays unacknowledged for the lease.  Either way a node cut off from the server gets an
+    error instead of waiting on a socket, by when its claims are lost anyway.
+    """
+    return {
+        "autocommit": True,
+        "application_name": application_name,
+        "connect_timeout": max(1, round(connect_timeout)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(lease_timeout / 3)),
+        "keepalives_interval": max(1, int(lease_timeout / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": _millis(lease_timeout),
+    }
+
+
+def session_settings(lease_timeout: float) -> dict[str, str]:
+    """Server-side settings of each session (``set_config``; any role may set them).
+
+    The server's end needs its own dead-peer detection: a client that vanishes mid-transaction
+    leaves the session idle in transaction, holding the row locks of what it was writing;
+    ``idle_in_transaction_session_timeout`` ends it (rolling back) after the lease.
+    """
+    return {
+        "idle_in_transaction_session_timeout": str(_millis(lease_timeout)),
+        "tcp_keepalives_idle": str(max(1, int(lease_timeout / 3))),
+        "tcp_keepalives_interval": str(max(1, int(lease_timeout / 6))),
+        "tcp_keepalives_count": "3",
+        "tcp_user_timeout": str(_millis(lease_timeout)),
+    }
+
+
+def _millis(seconds: float) -> int:
+    # Below a second a busy but healthy network could trip it.
+    return max(1000, round(seconds * 1000))
 
 
 def redact(dsn: str) -> str:
@@ -85,7 +156,11 @@ def create_or_check_schema(conn: psycopg.Connection[Any], schema: str) -> None:
 
 
 class ConnectionPool:
-    """Autocommit connections whose ``search_path`` is the store's schema (thread-safe)."""
+    """Autocommit connections whose ``search_path`` is the store's schema (thread-safe).
+
+    A ``psycopg_pool.ConnectionPool`` underneath, made on first use (so a store that is never
+    used opens nothing) and made again after ``close``/``reopen`` or a fork.
+    """
 
     def __init__(
         self,
@@ -94,26 +169,24 @@ class ConnectionPool:
         *,
         application_name: str,
         connect_timeout: float,
+        lease_timeout: float = 30.0,
     ) -> None:
         self._dsn = dsn
         self._schema = schema
-        self._kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "application_name": application_name,
-            "connect_timeout": max(1, round(connect_timeout)),
-            # Notice a dead server on an idle connection (the listener's especially).
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-        }
+        self._name = f"taskengine-{schema}"
+        self._timeout = connect_timeout
+        self._kwargs = connection_kwargs(application_name, connect_timeout, lease_timeout)
+        self._settings = session_settings(lease_timeout)
         self._lock = threading.Lock()
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] | None = None
+        #: Pools inherited through fork: their sockets are the parent's, so they are neither
+        #: used nor closed here (closing would end the parent's sessions), only kept referenced.
+        self._inherited: list[psycopg_pool.ConnectionPool[psycopg.Connection[Any]]] = []
         self._pid = os.getpid()
         self._closed = False
 
     def connect(self, *, with_search_path: bool = True) -> psycopg.Connection[Any]:
-        """A new connection (the caller owns it).
+        """A new connection outside the pool (the caller owns it).
 
         Raises:
             StoreError: the server cannot be reached or refused the connection.
@@ -124,68 +197,90 @@ class ConnectionPool:
             raise errors.StoreError(
                 f"cannot connect to PostgreSQL ({redact(self._dsn)}): {exc}"
             ) from exc
-        if with_search_path:
-            try:
-                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
-            except psycopg.Error as exc:
-                conn.close()
-                raise errors.StoreError(f"cannot use schema {self._schema!r}: {exc}") from exc
+        try:
+            self._configure(conn, with_search_path=with_search_path)
+        except psycopg.Error as exc:
+            conn.close()
+            raise errors.StoreError(f"cannot set up a PostgreSQL session: {exc}") from exc
         return conn
+
+    def _configure(self, conn: psycopg.Connection[Any], *, with_search_path: bool = True) -> None:
+        settings = dict(self._settings)
+        if with_search_path:
+            settings["search_path"] = sql.Identifier(self._schema).as_string(conn)
+        # One round trip, whatever the number of settings.
+        calls = sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Placeholder())
+            for name in settings
+        )
+        conn.execute(sql.SQL("SELECT {}").format(calls), list(settings.values()))
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """Lend a connection; one left broken or mid-transaction is closed, not returned.
+        """Lend a connection; one left broken is discarded with every idle one.
 
         Raises:
-            StoreError: the store is closed, or connecting failed.
+            StoreError: the store is closed, or no connection came within ``connect_timeout``.
         """
-        conn = self._take()
+        pool = self._current()
+        try:
+            conn = pool.getconn(timeout=self._timeout)
+        except psycopg_pool.PoolClosed as exc:
+            raise errors.StoreError("the PostgreSQL store is closed") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise errors.StoreError(
+                f"cannot connect to PostgreSQL ({redact(self._dsn)}): no connection within "
+                f"{self._timeout:g}s (the server is unreachable, refuses connections, or every "
+                f"one of the {MAX_SIZE} connections stayed busy)"
+            ) from exc
         try:
             yield conn
         finally:
-            self._give_back(conn)
+            broken = conn.broken or conn.closed
+            # A connection returned mid-transaction is rolled back by the pool.
+            pool.putconn(conn)
+            if broken:
+                # The server or the network dropped this one: its idle siblings most likely
+                # went the same way, and each would cost a caller one more error.
+                pool.drain()
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _current(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
         with self._lock:
             if self._closed:
                 raise errors.StoreError("the PostgreSQL store is closed")
             if self._pid != os.getpid():
-                # Forked: the parent's sockets are not ours; forget them without a goodbye
-                # (closing would end the parent's sessions).
-                self._idle, self._pid = [], os.getpid()
-            if self._idle:
-                return self._idle.pop()
-        return self.connect()
+                if self._pool is not None:
+                    self._inherited.append(self._pool)
+                self._pool, self._pid = None, os.getpid()
+            if self._pool is None:
+                self._pool = self._new_pool()
+            return self._pool
 
-    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
-        reusable = (
-            not conn.closed
-            and not conn.broken
-            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        return psycopg_pool.ConnectionPool(
+            self._dsn,
+            kwargs=self._kwargs,
+            min_size=MIN_SIZE,
+            max_size=MAX_SIZE,
+            open=True,
+            configure=self._configure,
+            name=self._name,
+            timeout=self._timeout,
+            max_idle=MAX_IDLE_SECONDS,
+            # Give up a failing slot soon: the next caller that waits makes a new one at once,
+            # where a slot kept would retry with a backoff that doubles (up to half the timeout).
+            reconnect_timeout=max(RECONNECT_GIVE_UP, self._timeout),
+            num_workers=WORKERS,
         )
-        stale: list[psycopg.Connection[Any]] = []
-        with self._lock:
-            if reusable and not self._closed and len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-            if conn.broken:
-                # The server or the network dropped this one: its idle siblings most likely
-                # went the same way, and each would cost a caller one more error.
-                stale, self._idle = self._idle, []
-        for each in (conn, *stale):
-            with contextlib.suppress(psycopg.Error):
-                each.close()
 
     def close(self) -> None:
         """Close every idle connection; lent ones are closed when they come back."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        if self._pid != os.getpid():
-            return
-        for conn in idle:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
+            pool, self._pool = self._pool, None
+            forked = self._pid != os.getpid()
+        if pool is not None and not forked:
+            pool.close(timeout=CLOSE_TIMEOUT)
 
     def reopen(self) -> None:
         """Accept lending again after ``close``."""
