@@ -57,13 +57,15 @@ def _driver() -> tuple[Any, Any, Any]:
     """psycopg, and the modules of this store that need it, imported on first use."""
     try:
         psycopg = importlib.import_module("psycopg")
+        connections = importlib.import_module("taskengine.stores.postgres_connections")
     except ImportError as exc:
         raise errors.StoreError(
-            "PostgresStore needs the psycopg driver: install the extra 'taskengine[postgres]'"
+            f"PostgresStore needs the psycopg driver and psycopg_pool ({exc.name} is missing): "
+            "install the extra 'taskengine[postgres]'"
         ) from exc
     return (
         psycopg,
-        importlib.import_module("taskengine.stores.postgres_connections"),
+        connections,
         importlib.import_module("taskengine.stores.postgres_schema"),
     )
 

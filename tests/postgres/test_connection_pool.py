@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import psycopg
@@ -132,3 +134,19 @@ def test_no_connection_within_the_connect_timeout_is_a_store_error_without_the_p
         store._pool.connection().__enter__()
     assert "s3cret-pw" not in str(caught.value)
     store.close()
+
+
+def test_a_missing_psycopg_pool_names_the_extra() -> None:
+    code = (
+        "import sys, taskengine\n"
+        "sys.modules['psycopg_pool'] = None\n"
+        "try:\n"
+        "    taskengine.PostgresStore('postgresql://localhost/x')\n"
+        "except taskengine.StoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "psycopg_pool is missing" in done.stdout
+    assert "taskengine[postgres]" in done.stdout
