@@ -7,6 +7,11 @@ fenced writer, so exactly one node's write applies and a late outcome of the los
 changes nothing.  The store's LISTEN
 thread wakes the reactor on new work and forwards terminations requested by other nodes.
 
+A store that ties each claim to one run of a node (``ClaimTracking``; PostgresStore does) gets
+more: only the attempts the reactor runs now have their leases renewed, the claims an earlier
+run of this node identity left behind are expired as soon as the node starts, and a re-queued
+attempt keeps the due time it had when it was claimed instead of going behind the backlog.
+
 Single-node stores never get here, so MemoryStore and SqliteStore behave as before.
 """
 
@@ -15,13 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Final, Protocol, runtime_checkable
 
 from taskengine import clock, errors, models, transitions, writer
 from taskengine.stores import base
 
-__all__ = ["LeaseKeeper", "start_cluster_duties"]
+__all__ = ["ClaimTracking", "LeaseKeeper", "start_cluster_duties"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,25 @@ log = logging.getLogger(__name__)
 REAP_BATCH: Final = 200
 #: Longest time between two looks for expired leases (seconds).
 REAP_INTERVAL: Final = 2.0
+
+
+@runtime_checkable
+class ClaimTracking(Protocol):
+    """Optional methods of a shared store whose claims name the run of the node that made them."""
+
+    def renew_held_leases(self, node_identity: str, task_ids: Collection[str]) -> list[str]:
+        """Extend the leases of this run's claims among ``task_ids``; return the ids renewed."""
+        ...
+
+    def expire_earlier_claims(self, node_identity: str) -> list[str]:
+        """End the leases of ``node_identity``'s claims made by earlier runs; return their ids."""
+        ...
+
+    def expired_claims_with_due(
+        self, limit: int
+    ) -> list[tuple[models.BackgroundTask, datetime | None]]:
+        """Processing tasks whose lease ended, each with its due time before it was claimed."""
+        ...
 
 
 class LeaseKeeper:
@@ -75,10 +100,16 @@ class LeaseKeeper:
         """Renew this node's leases; terminate attempts whose claim is no longer this node's.
 
         Such an attempt (another node cancelled or removed it and the NOTIFY was lost, or its
-        lease lapsed and it was re-queued) would have its outcome fenced out anyway.
+        lease lapsed and it was re-queued) would have its outcome fenced out anyway.  Only the
+        attempts the reactor holds are renewed when it answers, so a claim no attempt runs (one
+        left by an earlier run under this identity, say) lapses and is re-queued.
         """
         held = self._held()  # before renewing: whatever it holds was claimed by then
-        renewed = set(self._store.renew_leases(self._node))
+        store = self._store
+        if held is not None and isinstance(store, ClaimTracking):
+            renewed = set(store.renew_held_leases(self._node, held))
+        else:
+            renewed = set(store.renew_leases(self._node))
         for task_id in set() if held is None else held - renewed:
             log.warning(
                 "task %s is no longer this node's claim; terminating its attempt",
@@ -87,22 +118,51 @@ class LeaseKeeper:
             )
             self._terminate(task_id)
 
+    def expire_earlier_claims(self) -> int:
+        """Expire the claims earlier runs of this node identity left; return how many.
+
+        Their attempts died with those runs, so they are re-queued at the next ``reap`` rather
+        than when their leases would have run out.
+        """
+        store = self._store
+        if not isinstance(store, ClaimTracking):
+            return 0
+        expired = store.expire_earlier_claims(self._node)
+        if expired:
+            log.warning(
+                "%d task(s) were processing under this node identity in an earlier run; "
+                "re-queueing them",
+                len(expired),
+                extra={"node": self._node},
+            )
+        return len(expired)
+
     def reap(self) -> int:
-        """Re-queue the processing tasks whose lease expired; return how many."""
+        """Re-queue the processing tasks whose lease expired; return how many.
+
+        An attempt keeps the due time it had when claimed (where the store knows it): its node
+        died, not its handler, so it goes ahead of tasks that became due after it.
+        """
         total = 0
+        store = self._store
         while not self._stopping.is_set():
-            expired = self._store.expired_claims(REAP_BATCH)
+            expired: list[tuple[models.BackgroundTask, datetime | None]]
+            if isinstance(store, ClaimTracking):
+                expired = store.expired_claims_with_due(REAP_BATCH)
+            else:
+                expired = [(task, None) for task in store.expired_claims(REAP_BATCH)]
             if not expired:
                 break
             now = self._clock.now()
             changes = []
-            for task in expired:
+            for task, due in expired:
                 error = models.TaskError.of(
                     errors.WorkerCrashedError,
                     f"the node {task.node_identity} stopped renewing its lease during attempt "
                     f"{task.attempts}",
                 )
-                changes.append(writer.change_for(task, transitions.fail_attempt(task, error, now)))
+                requeued = transitions.fail_attempt(task, error, now, due=due)
+                changes.append(writer.change_for(task, requeued))
             count = sum(self._writer.apply(changes))  # fenced: one node's write applies
             if count:
                 log.warning(
@@ -125,8 +185,12 @@ class LeaseKeeper:
         tick = min(interval, REAP_INTERVAL)
         renew_at, failing = 0.0, False
         delay = 0.0
+        earlier_expired = False
         while not self._stopping.wait(delay):
             try:
+                if not earlier_expired:
+                    self.expire_earlier_claims()
+                    earlier_expired = True
                 if time.monotonic() >= renew_at:
                     self.renew()
                     renew_at = time.monotonic() + interval

@@ -129,9 +129,18 @@ def succeed(
 
 
 def fail_attempt(
-    task: models.BackgroundTask, error: models.TaskError, now: datetime
+    task: models.BackgroundTask,
+    error: models.TaskError,
+    now: datetime,
+    *,
+    due: datetime | None = None,
 ) -> models.BackgroundTask:
-    """Move processing -> pending (a retry remains) or failed (none remains)."""
+    """Move processing -> pending (a retry remains) or failed (none remains).
+
+    The retry is due ``retry_interval`` after ``now``, or at ``due`` when given: an attempt cut
+    short by the death of its node, not by its handler, keeps the place in the queue it had
+    when it was claimed.
+    """
     if task.status is not Status.PROCESSING:
         raise Blocked(task.status)
     if task.retries_remaining == 0:
@@ -149,7 +158,7 @@ def fail_attempt(
         status=Status.PENDING,
         error=error,
         retries_remaining=remaining,
-        date_next_process=_later(now, task.retry_interval),
+        date_next_process=_later(now, task.retry_interval) if due is None else due,
         date_modified=now,
     )
 

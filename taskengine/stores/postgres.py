@@ -5,10 +5,14 @@ PostgreSQL is the whole cluster protocol; there is no other channel between node
 * **Claims** lock due rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` and turn them processing
   in the same short transaction, so two nodes never take one attempt and no lock is held while
   a handler runs.
-* **Leases**: a claim sets ``lease_until = now() + lease_timeout`` in database time; the owning
-  node renews its leases every ``heartbeat_interval``; any node re-queues a processing task
-  whose lease ended (the attempt counts, ``WorkerCrashedError``), through the engine's fenced
-  writes, so a late write of the node that lost the claim changes nothing.
+* **Leases**: a claim sets ``lease_until = now() + lease_timeout`` in database time and records
+  the claiming store's ``claim_token`` (one per ``PostgresStore`` object, so a node restarted
+  under the same identity is a new incarnation); the owning node renews the leases of the
+  attempts it runs every ``heartbeat_interval``; any node re-queues a processing task whose
+  lease ended (the attempt counts, ``WorkerCrashedError``) at the due time it had when it was
+  claimed, through the engine's fenced writes, so a late write of the node that lost the claim
+  changes nothing.  A starting node ends at once the leases its identity's earlier incarnations
+  left behind.
 * **Wakeups**: creating (or re-queueing) a task sends ``NOTIFY``; every node LISTENs and looks
   for due work at once.  The engine's one-second poll still finds everything if a notification
   is lost.
@@ -29,6 +33,7 @@ import importlib
 import logging
 import math
 import re
+import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, LiteralString
@@ -74,19 +79,27 @@ def _driver() -> tuple[Any, Any, Any]:
 #: trip to the server in time, and the renewal thread would spin.
 MIN_LEASE_TIMEOUT: Final = 0.1
 MIN_HEARTBEAT_INTERVAL: Final = 0.01
+#: The longest lease, renewal interval and connect timeout accepted: one day.  A lease becomes
+#: a PostgreSQL ``interval`` (and socket timeouts in milliseconds); far larger values would
+#: overflow them and make every claim fail, and no node needs a day to prove it is alive.
+MAX_SECONDS: Final = 86_400.0
 
 
 def _positive_seconds(name: str, value: object, minimum: float = 0.0) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    too_long = f"expected at most {MAX_SECONDS:.0f} seconds"
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.TaskValidationError(name, value, "expected seconds > 0")
-    if value < minimum:
+    try:
+        seconds = float(value)
+    except OverflowError as exc:  # an int beyond any float
+        raise errors.TaskValidationError(name, value, too_long) from exc
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.TaskValidationError(name, value, "expected seconds > 0")
+    if seconds < minimum:
         raise errors.TaskValidationError(name, value, f"expected at least {minimum} seconds")
-    return float(value)
+    if seconds > MAX_SECONDS:
+        raise errors.TaskValidationError(name, value, too_long)
+    return seconds
 
 
 class PostgresStore:
@@ -99,10 +112,11 @@ class PostgresStore:
         lease_timeout: seconds after a node's last renewal before other nodes re-queue its
             processing tasks.  Shorter recovers faster from a dead node; longer tolerates
             longer pauses (GC, SIGSTOP, a slow network) before an attempt runs twice.  At
-            least 0.1.
+            least 0.1 and at most 86 400 (one day).
         heartbeat_interval: seconds between lease renewals, at least 0.01 and shorter than
             ``lease_timeout``; ``lease_timeout / 3`` by default.
-        connect_timeout: seconds a call waits for a connection before ``StoreError``.
+        connect_timeout: seconds a call waits for a connection before ``StoreError``; at most
+            86 400.
         application_name: the ``application_name`` of every connection (``pg_stat_activity``).
 
     Raises:
@@ -151,6 +165,10 @@ class PostgresStore:
         self._listener: postgres_connections.Listener | None = None
         self._opened = False
         self._capabilities = base.StoreCapabilities(durable=True, shared=True)
+        # Recorded with every claim of this object: renewals touch only this incarnation's
+        # claims, so a node restarted under the same identity never keeps its dead run's
+        # attempts alive.
+        self._token = uuid.uuid4().hex
 
     # -- properties ------------------------------------------------------------------------
 
@@ -179,6 +197,11 @@ class PostgresStore:
         """Seconds between this node's lease renewals."""
         return self._beat
 
+    @property
+    def claim_token(self) -> str:
+        """This store object's incarnation, recorded with each of its claims."""
+        return self._token
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> None:
@@ -195,6 +218,7 @@ class PostgresStore:
         try:
             with self._driver_errors("create the schema"), conn.transaction():
                 self._connections.create_or_check_schema(conn, self._schema)
+                self._sql.upgrade(conn)
         finally:
             conn.close()
         self._opened = True
@@ -280,7 +304,7 @@ class PostgresStore:
             with self._transaction("insert tasks") as conn, conn.cursor() as cur:
                 plain = []
                 for task in tasks:
-                    params = (*sql.to_row(task), self._lease_of(task.status))
+                    params = (*sql.to_row(task), *self._claim_of(task.status))
                     if task.idempotency_key is None:
                         plain.append(params)
                         ids.append(task.id)
@@ -307,8 +331,9 @@ class PostgresStore:
             raise
         return ids
 
-    def _lease_of(self, status: models.TaskStatus) -> float | None:
-        return self._lease if status is Status.PROCESSING else None
+    def _claim_of(self, status: models.TaskStatus) -> tuple[float | None, str | None]:
+        """The lease seconds and claim token of a task inserted in ``status``."""
+        return (self._lease, self._token) if status is Status.PROCESSING else (None, None)
 
     def get(self, task_id: str) -> models.BackgroundTask | None:
         """Return the stored record, or None."""
@@ -343,7 +368,9 @@ class PostgresStore:
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
         """Fenced writes, then ``SKIP LOCKED`` claims, in one transaction (one commit)."""
-        statements = [self._sql.write_statement(write, self._lease) for write in writes]
+        statements = [
+            self._sql.write_statement(write, self._lease, self._token) for write in writes
+        ]
         wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
         if not statements and not wanted:
             return [], [[] for _ in claims]
@@ -364,9 +391,13 @@ class PostgresStore:
                 taken = [claim(self._task(row)) for row in rows]
                 batches: dict[str, list[tuple[object, ...]]] = {}
                 for row, task in zip(rows, taken, strict=True):
-                    query, values = sql.changed_update(tuple(row), sql.to_row(task), sql.LEASE)
+                    query, values = sql.changed_update(
+                        tuple(row), sql.to_row(task), sql.CLAIM_ASSIGNMENTS
+                    )
                     fence = (task.id, row[2], row[15])
-                    batches.setdefault(query, []).append((*values, self._lease, *fence))
+                    batches.setdefault(query, []).append(
+                        (*values, self._lease, self._token, *fence)
+                    )
                 for query, param_sets in batches.items():
                     cur.executemany(query, param_sets)
                 claimed.append(taken)
@@ -432,16 +463,49 @@ class PostgresStore:
     # -- shared-store duties (base.SharedTaskStore) -----------------------------------------
 
     def renew_leases(self, node_identity: str) -> list[str]:
-        """Extend the lease of every processing task ``node_identity`` holds; return their ids."""
+        """Extend the lease of every task this store claimed for ``node_identity``; return ids.
+
+        Claims that another store object made under the same identity (an earlier run of a
+        restarted node, whose attempts died with it) are never renewed.
+        """
+        params = (self._lease, node_identity, self._token)
         with self._transaction("renew leases") as conn:
-            rows = conn.execute(self._sql.RENEW_LEASES, (self._lease, node_identity)).fetchall()
+            rows = conn.execute(self._sql.RENEW_LEASES, params).fetchall()
+        return [row[0] for row in rows]
+
+    def renew_held_leases(self, node_identity: str, task_ids: Collection[str]) -> list[str]:
+        """``renew_leases`` for the attempts ``task_ids`` only (those the node runs now)."""
+        if not task_ids:
+            return []
+        params = (self._lease, node_identity, self._token, list(task_ids))
+        with self._transaction("renew leases") as conn:
+            rows = conn.execute(self._sql.RENEW_HELD_LEASES, params).fetchall()
+        return [row[0] for row in rows]
+
+    def expire_earlier_claims(self, node_identity: str) -> list[str]:
+        """End the leases of claims of ``node_identity`` made by any other store object.
+
+        A node calls it when it starts: attempts claimed under its identity by an earlier run
+        died with that run, so they need not wait for their lease to run out.  Return the ids.
+        """
+        with self._transaction("expire the claims of an earlier run") as conn:
+            rows = conn.execute(
+                self._sql.EXPIRE_EARLIER_CLAIMS, (node_identity, self._token)
+            ).fetchall()
         return [row[0] for row in rows]
 
     def expired_claims(self, limit: int) -> list[models.BackgroundTask]:
         """Up to ``limit`` processing tasks whose lease ended (in database time)."""
+        return [task for task, _ in self.expired_claims_with_due(limit)]
+
+    def expired_claims_with_due(
+        self, limit: int
+    ) -> list[tuple[models.BackgroundTask, datetime | None]]:
+        """``expired_claims``, each with the due time it had when claimed (None: unknown)."""
+        rows = self._fetch("find expired leases", self._sql.SELECT_EXPIRED, (limit,))
         return [
-            self._task(row)
-            for row in self._fetch("find expired leases", self._sql.SELECT_EXPIRED, (limit,))
+            (self._task(row[:-1]), None if row[-1] is None else clock.from_millis(row[-1]))
+            for row in rows
         ]
 
     def listen(

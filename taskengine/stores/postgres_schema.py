@@ -7,9 +7,14 @@ assembled at run time are query pages and fenced updates, built from the column 
 the fixed sort and direction mappings below.
 
 Layout: dates are BIGINT milliseconds since the Unix epoch (UTC), exactly as in SQLite, so sort
-keys and cursors are identical across stores.  ``lease_until`` is the one column the model does
-not have: the database time (``now()``) until which the claiming node's lease on a processing
-task holds.  The schema version is the single row of ``schema_version``.
+keys and cursors are identical across stores.  Three columns of a processing task are not in the
+model: ``lease_until``, the database time (``now()``) until which the claiming node's lease
+holds; ``claim_token``, the incarnation (one ``PostgresStore`` object, so one run of a node) that
+holds the claim, so that a node restarted under the same identity never renews the leases of the
+attempts that died with its previous run; and ``claimed_due``, the ``date_next_process`` the
+task had when it was claimed, so that an attempt taken over from a dead node keeps its place in
+the queue.  The schema version is the single row of ``schema_version``; ``MIGRATIONS`` bring an
+older schema up to ``SCHEMA_VERSION``.
 
 Text columns that are sorted or compared (id, type, status) use the "C" collation, so their
 order is the byte order every other store uses, whatever the database's locale.
@@ -17,6 +22,7 @@ order is the byte order every other store uses, whatever the database's locale.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, LiteralString
 
 from taskengine import cursor, models
@@ -26,16 +32,18 @@ from taskengine.stores import schema as sqlite_schema
 __all__ = [
     "COLUMNS",
     "DDL",
+    "MIGRATIONS",
     "SCHEMA_VERSION",
     "changed_update",
     "from_row",
     "query_sql",
     "to_row",
+    "upgrade",
     "write_statement",
 ]
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: Column order of every SELECT and INSERT of a task: the same as SQLite's, so that row
 #: conversion and changed-column updates read alike in both stores.
@@ -46,8 +54,23 @@ _PLACEHOLDERS: Final[LiteralString] = ", ".join("%s" for _ in COLUMNS)
 _STATUSES: Final[LiteralString] = "'pending', 'processing', 'success', 'failed', 'cancelled'"
 #: The lease expression: database time plus a number of seconds (a bound parameter).
 LEASE: Final[LiteralString] = "now() + %s * interval '1 second'"
+#: Assignments of an update into processing (a claim).  Parameters: lease seconds, claim token.
+#: ``claimed_due`` reads the row as it was before the update (PostgreSQL evaluates every
+#: assignment against the old row), which is its due time before the claim cleared it.
+CLAIM_ASSIGNMENTS: Final[tuple[LiteralString, ...]] = (
+    f"lease_until = {LEASE}",
+    "claim_token = %s",
+    "claimed_due = date_next_process",
+)
+#: Assignments of an update out of processing: the claim is over.
+UNCLAIM_ASSIGNMENTS: Final[tuple[LiteralString, ...]] = (
+    "lease_until = NULL",
+    "claim_token = NULL",
+    "claimed_due = NULL",
+)
 
-#: Statements that create schema version 1 (run in one transaction, under an advisory lock).
+#: Statements that create the current schema version (in one transaction, under an advisory
+#: lock).
 DDL: Final[tuple[LiteralString, ...]] = (
     "CREATE TABLE schema_version (version integer NOT NULL)",
     f"""
@@ -71,7 +94,9 @@ DDL: Final[tuple[LiteralString, ...]] = (
         node_identity text,
         progress double precision,
         idempotency_key text,
-        lease_until timestamptz
+        lease_until timestamptz,
+        claim_token text,
+        claimed_due bigint
     )
     """,
     "CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key)"
@@ -86,6 +111,15 @@ DDL: Final[tuple[LiteralString, ...]] = (
 )
 #: Record the schema version (after ``DDL``).
 INSERT_VERSION: Final = "INSERT INTO schema_version (version) VALUES (%s)"
+#: Statements that bring a schema of version ``n - 1`` to version ``n``, per ``n``.
+MIGRATIONS: Final[dict[int, tuple[LiteralString, ...]]] = {
+    2: (
+        "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS claim_token text",
+        "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS claimed_due bigint",
+    ),
+}
+assert sorted(MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
+UPDATE_VERSION: Final = "UPDATE schema_version SET version = %s"
 
 #: Tables of this code in a schema (to tell an empty schema from a foreign or broken one).
 LIST_TABLES: Final = (
@@ -96,10 +130,11 @@ SELECT_VERSION: Final = "SELECT max(version) FROM schema_version"
 #: Serialises schema creation between nodes starting at once (transaction-scoped lock).
 LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 
-#: Insert one task; the last parameter is the lease in seconds (None for a task not processing).
+#: Insert one task; the last parameters are the lease in seconds and the claim token (both None
+#: for a task not processing).
 INSERT: Final = (
-    f"INSERT INTO tasks ({_SELECT_LIST}, lease_until)"  # noqa: S608 -- constants only
-    f" VALUES ({_PLACEHOLDERS}, {LEASE})"
+    f"INSERT INTO tasks ({_SELECT_LIST}, lease_until, claim_token)"  # noqa: S608 -- constants only
+    f" VALUES ({_PLACEHOLDERS}, {LEASE}, %s)"
 )
 #: Insert one task unless its idempotency key is taken; returns the id when inserted.
 INSERT_KEYED: Final = (
@@ -136,14 +171,29 @@ PURGE: Final = (
 )
 NEXT_EXPIRY: Final = "SELECT min(date_retain_until) FROM tasks"
 SELECT_PROCESSING: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE status = 'processing'"  # noqa: S608 -- constants only
-#: Extend the lease of every processing task a node holds.  Parameters: seconds, node.
+#: Extend the lease of every processing task one incarnation of a node holds.  Parameters:
+#: seconds, node, claim token.
 RENEW_LEASES: Final = (
     f"UPDATE tasks SET lease_until = {LEASE}"  # noqa: S608 -- constants only
-    " WHERE status = 'processing' AND node_identity = %s RETURNING id"
+    " WHERE status = 'processing' AND node_identity = %s AND claim_token = %s RETURNING id"
 )
-#: Processing tasks whose lease ended in database time, oldest lease first.
+#: ``RENEW_LEASES`` restricted to the attempts the node runs.  Parameters: seconds, node, claim
+#: token, task ids.
+RENEW_HELD_LEASES: Final = (
+    f"UPDATE tasks SET lease_until = {LEASE}"  # noqa: S608 -- constants only
+    " WHERE status = 'processing' AND node_identity = %s AND claim_token = %s"
+    " AND id = ANY(%s) RETURNING id"
+)
+#: End at once the leases a node's earlier incarnations left (their attempts died with them).
+#: Parameters: node, this incarnation's claim token.  Returns the ids.
+EXPIRE_EARLIER_CLAIMS: Final = (
+    "UPDATE tasks SET lease_until = NULL WHERE status = 'processing' AND node_identity = %s"
+    " AND claim_token IS DISTINCT FROM %s RETURNING id"
+)
+#: Processing tasks whose lease ended in database time, oldest lease first, each with the due
+#: time it had when it was claimed (the last column).
 SELECT_EXPIRED: Final = (
-    f"SELECT {_SELECT_LIST} FROM tasks"  # noqa: S608 -- constants only
+    f"SELECT {_SELECT_LIST}, claimed_due FROM tasks"  # noqa: S608 -- constants only
     " WHERE status = 'processing' AND (lease_until IS NULL OR lease_until < now())"
     " ORDER BY lease_until NULLS FIRST, id LIMIT %s"
 )
@@ -197,19 +247,18 @@ def query_sql(spec: cursor.QuerySpec, *, keyset: bool) -> LiteralString:
 
 
 def changed_update(
-    old: tuple[object, ...], new: tuple[object, ...], lease: LiteralString | None
+    old: tuple[object, ...], new: tuple[object, ...], extra: Sequence[LiteralString] = ()
 ) -> tuple[LiteralString, tuple[object, ...]]:
     """A fenced UPDATE of the columns that differ between two rows of one task.
 
-    ``lease`` is an extra assignment of ``lease_until`` (None leaves it alone).  Parameters
-    after the returned values: id, expected status, expected attempts (and the lease seconds
-    first, when ``lease`` has a placeholder; the caller adds them).  Column names come from
+    ``extra`` are further assignments of columns outside the model (``CLAIM_ASSIGNMENTS``,
+    ``UNCLAIM_ASSIGNMENTS``).  Parameters after the returned values: those of ``extra``, then
+    id, expected status, expected attempts (the caller adds them).  Column names come from
     ``COLUMNS`` only.
     """
     changed = [i for i in range(1, len(COLUMNS)) if old[i] != new[i]]
     assignments: list[LiteralString] = [f"{COLUMNS[i]} = %s" for i in changed]
-    if lease is not None:
-        assignments.append(f"lease_until = {lease}")
+    assignments.extend(extra)
     if not assignments:
         return UPDATE_FENCED_NOTHING, ()
     return (
@@ -220,12 +269,12 @@ def changed_update(
 
 
 def write_statement(
-    write: base.Write, lease_seconds: float
+    write: base.Write, lease_seconds: float, claim_token: str
 ) -> tuple[LiteralString, tuple[object, ...]]:
     """The SQL and parameters of one fenced write.
 
-    An update into ``processing`` starts a lease of ``lease_seconds``; one out of it ends the
-    lease; one that stays ``processing`` (progress) leaves the lease alone.
+    An update into ``processing`` starts a lease of ``lease_seconds`` held by ``claim_token``;
+    one out of it ends the claim; one that stays ``processing`` (progress) leaves it alone.
     """
     if isinstance(write, base.Delete):
         fenced = (write.expected_status is not None, write.expected_attempts is not None)
@@ -242,14 +291,30 @@ def write_statement(
     else:  # unknown previous record: every column is written
         old_row = (write.task.id,) + (object(),) * (len(new_row) - 1)
     processing = models.TaskStatus.PROCESSING
-    lease: LiteralString | None = None
-    extra: tuple[object, ...] = ()
+    extra: Sequence[LiteralString] = ()
+    extra_params: tuple[object, ...] = ()
     if write.task.status is processing and write.expected_status is not processing:
-        lease, extra = LEASE, (lease_seconds,)
+        extra, extra_params = CLAIM_ASSIGNMENTS, (lease_seconds, claim_token)
     elif write.expected_status is processing and write.task.status is not processing:
-        lease = "NULL"
-    query, values = changed_update(old_row, new_row, lease)
-    return query, (*values, *extra, *fence)
+        extra = UNCLAIM_ASSIGNMENTS
+    query, values = changed_update(old_row, new_row, extra)
+    return query, (*values, *extra_params, *fence)
+
+
+def upgrade(conn: Any) -> None:
+    """Bring the schema on ``conn``'s ``search_path`` to ``SCHEMA_VERSION``.
+
+    Run in the transaction (and under the advisory lock) that created or checked the schema,
+    so nodes starting at once migrate it once.  ``conn`` is a ``psycopg.Connection``.
+    """
+    row = conn.execute(SELECT_VERSION).fetchone()
+    version = SCHEMA_VERSION if row is None or row[0] is None else int(row[0])
+    if version >= SCHEMA_VERSION:
+        return
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[target]:
+            conn.execute(statement)
+    conn.execute(UPDATE_VERSION, (SCHEMA_VERSION,))
 
 
 def to_row(task: models.BackgroundTask) -> tuple[object, ...]:

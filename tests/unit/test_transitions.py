@@ -154,6 +154,19 @@ def test_fail_attempt_with_retry_forever_keeps_none() -> None:
         assert task.attempts == attempt + 1
 
 
+def test_fail_attempt_with_a_due_time_keeps_it_instead_of_the_retry_interval() -> None:
+    task = transitions.fail_attempt(
+        claimed(retry_count=3, retry_interval=5.0), error(), later(9), due=NOW
+    )
+    assert task.status is P
+    assert task.date_next_process == NOW
+    assert task.retries_remaining == 2
+    assert task.date_modified == later(9)
+    ended = transitions.fail_attempt(claimed(retry_count=0), error(), later(9), due=NOW)
+    assert ended.status is F
+    assert ended.date_next_process is None
+
+
 def test_fail_attempt_with_no_retry_left() -> None:
     task = transitions.fail_attempt(claimed(retry_count=0, retain_for=30.0), error(), later(2))
     assert task.status is F
