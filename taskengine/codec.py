@@ -9,6 +9,7 @@ Python version: a mismatch is reported as such instead of as an obscure unpickli
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 from typing import Any, Final
@@ -25,6 +26,9 @@ _HEADER_LEN: Final = len(_HEADER)
 #: Types that cloudpickle pickles exactly as the standard pickler does (no code, no classes by
 #: value): their blobs skip building a cloudpickle Pickler, a few microseconds per task each way.
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+#: A plain ``str`` or ``bytes`` at least this long is pickled into a buffer that already holds
+#: the header: ``header + pickle.dumps(value)`` would hold two copies of it at once.
+_LARGE: Final = 64 * 1024
 
 
 class BlobFormatError(ValueError):
@@ -37,10 +41,19 @@ def encode(value: Any) -> bytes:
     Raises whatever cloudpickle raises for an unpicklable value; callers turn that into the
     error their context needs (``TaskValidationError`` at ``create``, a task error in a worker).
     """
-    if type(value) in _PLAIN:
+    kind = type(value)
+    large = (kind is bytes or kind is str) and len(value) >= _LARGE
+    if kind in _PLAIN and not large:
         return _HEADER + pickle.dumps(value, protocol=_PROTOCOL)
-    data: bytes = cloudpickle.dumps(value, protocol=_PROTOCOL)
-    return _HEADER + data
+    # The header goes into the pickler's own output buffer first, so that the blob is the one
+    # copy of the value's bytes: large values are the reason this path exists.
+    with io.BytesIO() as buffer:
+        buffer.write(_HEADER)
+        if kind in _PLAIN:
+            pickle.Pickler(buffer, protocol=_PROTOCOL).dump(value)
+        else:
+            cloudpickle.Pickler(buffer, protocol=_PROTOCOL).dump(value)
+        return buffer.getvalue()
 
 
 def header_of(blob: bytes) -> tuple[str, tuple[int, int]]:
