@@ -3,17 +3,26 @@
 Plain ``NamedTuple``s: they pickle fast and carry only bytes, strings, numbers and ``TaskError``
 data.  Payloads and results stay encoded blobs end to end, so the coordinator's reader never
 unpickles a user object and a broken user object can never break the pipe protocol.
+
+Framing.  A message is one frame of ``Connection.send_bytes``, except a ``Run`` or ``Done``
+whose blob is at least ``SEPARATE_BLOB_BYTES`` long: its frame carries the blob's length in the
+blob's place, and the blob itself follows as the next frame, sent straight from the blob and
+received as a ``bytes`` object of its own.  Pickling the blob into the message would copy it
+once more on each side, and unpickling it out of the received frame once more again.
 """
 
 from __future__ import annotations
 
 import pickle
-from typing import Final, NamedTuple, TypeVar
+from multiprocessing.connection import Connection
+from typing import Any, Final, NamedTuple, TypeVar
 
 from taskengine import models
 
 __all__ = [
+    "SEPARATE_BLOB_BYTES",
     "Done",
+    "GarbledMessage",
     "InitFailed",
     "Progress",
     "Ready",
@@ -25,7 +34,14 @@ __all__ = [
     "decode_to_coordinator",
     "decode_to_worker",
     "encode",
+    "receive_to_coordinator",
+    "receive_to_worker",
+    "send",
 ]
+
+#: Blobs this long or longer travel as a frame of their own.  Above ``pool.PREFETCH_BYTES``, so
+#: a split Run is never prefetched: it goes only to a worker that is reading.
+SEPARATE_BLOB_BYTES: Final = 64 * 1024
 
 
 class Run(NamedTuple):
@@ -94,6 +110,12 @@ _TO_COORDINATOR: Final[tuple[type[ToCoordinator], ...]] = (
 _TAGS: Final[dict[type, int]] = {
     kind: tag for kinds in (_TO_WORKER, _TO_COORDINATOR) for tag, kind in enumerate(kinds)
 }
+#: Position of the blob field that may travel as a frame of its own, among the message's fields.
+_BLOB_FIELD: Final[dict[type, int]] = {Run: 3, Done: 1}
+
+
+class GarbledMessage(Exception):
+    """What arrived on the pipe is not a message (the cause is chained)."""
 
 
 def encode(message: ToWorker | ToCoordinator) -> bytes:
@@ -105,6 +127,62 @@ def encode(message: ToWorker | ToCoordinator) -> bytes:
     these messages hold no file descriptors that would need it).
     """
     return pickle.dumps((_TAGS[type(message)], *message), pickle.HIGHEST_PROTOCOL)
+
+
+def send(conn: Connection, message: ToWorker | ToCoordinator) -> None:
+    """Write ``message`` to ``conn``: one frame, or two when its blob travels apart.
+
+    Raises:
+        OSError, ValueError: the pipe is broken or closed.
+    """
+    field = _BLOB_FIELD.get(type(message))
+    blob = None if field is None else message[field]
+    if field is None or not isinstance(blob, bytes) or len(blob) < SEPARATE_BLOB_BYTES:
+        conn.send_bytes(encode(message))
+        return
+    announced = (_TAGS[type(message)], *message[:field], len(blob), *message[field + 1 :])
+    conn.send_bytes(pickle.dumps(announced, pickle.HIGHEST_PROTOCOL))
+    # send_bytes writes a large buffer through a memoryview: the blob is not copied.
+    conn.send_bytes(blob)
+
+
+def receive_to_worker(conn: Connection) -> ToWorker:
+    """Read the coordinator's next message from ``conn``.
+
+    Raises:
+        EOFError, OSError: the pipe ended or broke (also between a message and its blob).
+        GarbledMessage: the bytes are not a message.
+    """
+    return _receive(conn, _TO_WORKER)
+
+
+def receive_to_coordinator(conn: Connection) -> ToCoordinator:
+    """Read a worker's next message from ``conn``.
+
+    Raises:
+        EOFError, OSError, ValueError: the pipe ended, broke or was closed (also between a
+            message and its blob).
+        GarbledMessage: the bytes are not a message.
+    """
+    return _receive(conn, _TO_COORDINATOR)
+
+
+def _receive(conn: Connection, kinds: tuple[type[_Message], ...]) -> _Message:
+    data = conn.recv_bytes()
+    try:
+        parsed = _parse(data, kinds)
+    except Exception as exc:
+        raise GarbledMessage(str(exc)) from exc
+    kind, fields, field = parsed
+    if field is None:
+        return kind._make(fields)
+    size = fields[field]
+    blob = conn.recv_bytes()
+    if len(blob) != size:
+        raise GarbledMessage(f"a {kind.__name__} announced {size} bytes of blob, {len(blob)} came")
+    whole = list(fields)
+    whole[field] = blob
+    return kind._make(whole)
 
 
 def decode_to_worker(data: bytes) -> ToWorker:
@@ -126,6 +204,20 @@ def decode_to_coordinator(data: bytes) -> ToCoordinator:
 
 
 def _decode(data: bytes, kinds: tuple[type[_Message], ...]) -> _Message:
+    kind, fields, field = _parse(data, kinds)
+    if field is not None:
+        raise TypeError("a message whose blob follows in its own frame (read it with receive_*)")
+    return kind._make(fields)
+
+
+def _parse(
+    data: bytes, kinds: tuple[type[_Message], ...]
+) -> tuple[type[_Message], tuple[Any, ...], int | None]:
+    """The kind and fields of the message in ``data``, and which field's blob follows, if one.
+
+    Raises:
+        Exception: whatever unpickling garbage raises; TypeError for anything but a message.
+    """
     wire = pickle.loads(data)
     if not isinstance(wire, tuple) or not wire or type(wire[0]) is not int:
         raise TypeError(f"not a pipe message: {type(wire).__name__}")
@@ -135,4 +227,9 @@ def _decode(data: bytes, kinds: tuple[type[_Message], ...]) -> _Message:
     kind = kinds[tag]
     if len(wire) != len(kind._fields) + 1:
         raise TypeError(f"a {kind.__name__} message with {len(wire) - 1} field(s)")
-    return kind._make(wire[1:])
+    fields = wire[1:]
+    field = _BLOB_FIELD.get(kind)
+    # A blob that travels apart is announced by its length (an int) in its own place.
+    if field is None or type(fields[field]) is not int:
+        return kind, fields, None
+    return kind, fields, field

@@ -102,7 +102,7 @@ class WorkerProcess:
     def send(self, message: messages.ToWorker) -> bool:
         """Send a message; False when the pipe is broken (the worker is dying)."""
         try:
-            self.conn.send_bytes(messages.encode(message))
+            messages.send(self.conn, message)
         except (OSError, ValueError):
             return False
         return True

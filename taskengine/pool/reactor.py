@@ -431,21 +431,19 @@ class Reactor:
     def _receive(self, worker: process.WorkerProcess) -> bool:
         """Read one message (the selector said the pipe is readable); False at EOF."""
         try:
-            data = worker.conn.recv_bytes()
-        except (EOFError, OSError, ValueError):
-            # The worker died, possibly in the middle of a message: nothing after the last
-            # complete message is trusted.  The sentinel reports the death itself.
-            self._close_conn(worker)
-            return False
-        try:
-            message = messages.decode_to_coordinator(data)
-        except Exception:
+            message = messages.receive_to_coordinator(worker.conn)
+        except messages.GarbledMessage:
             log.exception(
                 "garbled message from worker %s; killing it",
                 worker.pid,
                 extra={"task_type": worker.config.task_type, "node": self._node},
             )
             worker.kill(Reason.STOP)
+            self._close_conn(worker)
+            return False
+        except (EOFError, OSError, ValueError):
+            # The worker died, possibly in the middle of a message: nothing after the last
+            # complete message is trusted.  The sentinel reports the death itself.
             self._close_conn(worker)
             return False
         self._on_message(worker, message)

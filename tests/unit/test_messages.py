@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 
 import pytest
@@ -69,3 +70,52 @@ def test_a_coordinator_message_is_not_a_worker_message() -> None:
     # Tags are per direction: a Run read by the coordinator would be a Ready, so lengths differ.
     with pytest.raises(TypeError):
         messages.decode_to_coordinator(messages.encode(messages.Run("id", "kind", 1, b"p")))
+
+
+@pytest.mark.parametrize(
+    "size", [0, messages.SEPARATE_BLOB_BYTES - 1, messages.SEPARATE_BLOB_BYTES]
+)
+def test_a_blob_of_any_size_crosses_a_pipe_in_its_own_frame_or_inline(size: int) -> None:
+    parent, child = multiprocessing.Pipe(duplex=True)
+    try:
+        blob = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        messages.send(parent, messages.Run("id", "kind", 2, blob))
+        assert messages.receive_to_worker(child) == messages.Run("id", "kind", 2, blob)
+        messages.send(child, messages.Done("id", blob, None, 0.5))
+        assert messages.receive_to_coordinator(parent) == messages.Done("id", blob, None, 0.5)
+        messages.send(child, messages.Ready(7))  # the next message is read as such
+        assert messages.receive_to_coordinator(parent) == messages.Ready(7)
+    finally:
+        parent.close()
+        child.close()
+
+
+def test_a_blob_frame_of_the_wrong_length_is_garbled() -> None:
+    parent, child = multiprocessing.Pipe(duplex=True)
+    try:
+        child.send_bytes(pickle.dumps((3, "id", 10, None, 0.5)))  # a Done announcing 10 bytes
+        child.send_bytes(b"short")
+        with pytest.raises(messages.GarbledMessage):
+            messages.receive_to_coordinator(parent)
+        child.send_bytes(b"\x00not a pickle")
+        with pytest.raises(messages.GarbledMessage):
+            messages.receive_to_coordinator(parent)
+    finally:
+        parent.close()
+        child.close()
+
+
+def test_a_message_whose_blob_follows_is_not_a_whole_message() -> None:
+    with pytest.raises(TypeError):
+        messages.decode_to_coordinator(pickle.dumps((3, "id", 10, None, 0.5)))
+
+
+def test_the_pipe_ending_between_a_message_and_its_blob_is_an_eof() -> None:
+    parent, child = multiprocessing.Pipe(duplex=True)
+    try:
+        child.send_bytes(pickle.dumps((3, "id", 10, None, 0.5)))
+        child.close()
+        with pytest.raises(EOFError):
+            messages.receive_to_coordinator(parent)
+    finally:
+        parent.close()
