@@ -85,8 +85,8 @@ class _Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, message: messages.ToCoordinator) -> None:
-        with self.send_lock:
-            self.conn.send_bytes(messages.encode(message))
+        with self.send_lock:  # a large blob's two frames go out together
+            messages.send(self.conn, message)
 
     def start(self) -> bool:
         os.environ.clear()
@@ -106,7 +106,10 @@ class _Worker:
 
     def report(self, task_id: str) -> Callable[[float, str | None], None]:
         def reporter(fraction: float, message: str | None) -> None:
-            self.send(messages.Progress(task_id, fraction, message))
+            # Progress is advisory: with the coordinator gone it is dropped, not raised into
+            # the handler (or a thread of the handler's, which would print a traceback).
+            with contextlib.suppress(OSError):
+                self.send(messages.Progress(task_id, fraction, message))
 
         return reporter
 
@@ -128,7 +131,7 @@ class _Worker:
     def serve(self) -> None:
         while True:
             try:
-                message = messages.decode_to_worker(self.conn.recv_bytes())
+                message = messages.receive_to_worker(self.conn)
             except (EOFError, OSError):
                 return  # the coordinator is gone: exit without a shutdown handshake
             if isinstance(message, messages.Stop):
@@ -240,7 +243,26 @@ def run_worker(conn: Connection, lifeline: Connection, config: WorkerConfig) -> 
         target=_watch_lifeline, args=(lifeline,), name="taskengine-lifeline", daemon=True
     ).start()
     worker = _Worker(conn, config)
-    if worker.start():
-        worker.serve()
-    with contextlib.suppress(OSError):
-        conn.close()
+    try:
+        if worker.start():
+            worker.serve()
+    except (EOFError, OSError) as exc:
+        if not _coordinator_gone(exc):
+            raise
+        # The coordinator died between two looks at the pipe: one line, no traceback, and the
+        # exit status the lifeline watchdog would have given.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(
+                f"taskengine worker {os.getpid()}: the coordinator is gone "
+                f"({type(exc).__name__}); exiting\n"
+            )
+            sys.stderr.flush()
+        raise SystemExit(ORPHAN_EXIT_CODE) from None
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()
+
+
+def _coordinator_gone(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by the worker's pipe, means that its other end is closed."""
+    return isinstance(exc, EOFError | BrokenPipeError | ConnectionResetError)
