@@ -235,6 +235,9 @@ class AsyncTaskEngine:
     ) -> models.BackgroundTask:
         """``TaskEngine.wait`` without holding a thread while the task runs.
 
+        Changes committed by other processes are seen with the same bound as
+        ``TaskEngine.wait`` (0.1 s on SQLite, 0.5 s on PostgreSQL), dispatching or not.
+
         Raises:
             TaskNotFoundError: the id is unknown (or the task was removed while waiting).
             TimeoutError: ``timeout`` seconds passed first.
@@ -252,10 +255,12 @@ class AsyncTaskEngine:
             done = await self._call(engine._finished_now, checked)
             if done is not None:
                 return done
-            try:
-                await asyncio.wait_for(woken, seconds)
-            except TimeoutError:
-                raise TimeoutError(f"task {checked} did not finish within {seconds}s") from None
+            # The engine's watcher sees changes other processes commit (same bound as wait).
+            with engine._watcher.watching(checked):
+                try:
+                    await asyncio.wait_for(woken, seconds)
+                except TimeoutError:
+                    raise TimeoutError(f"task {checked} did not finish within {seconds}s") from None
             return engine_module._announced(checked, box)
         finally:
             engine._publisher.unsubscribe(checked, event)

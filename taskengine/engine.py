@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -141,6 +140,7 @@ class TaskEngine:
         self._sweeper = retention.RetentionSweeper(self._store, self._clock)
         self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
+        self._watcher = publishing.Watcher(self._store, self._publisher, self._writer.barrier)
         self._ids = ids.IdGenerator()
         self._reactor: reactor.Reactor | inline.InlineRunner
         if execution == "inline":
@@ -233,6 +233,7 @@ class TaskEngine:
         self._sweeper.stop()
         if self._cluster is not None:
             self._cluster.stop()
+        self._watcher.stop(timeout=5.0)
         self._publisher.stop(timeout=5.0)
         self._store.close()
 
@@ -532,6 +533,12 @@ class TaskEngine:
     def wait(self, task_id: str, timeout: float | timedelta | None = None) -> models.BackgroundTask:
         """Block until the task is finished and return that snapshot.
 
+        This engine's own changes wake the call at once.  A change another process commits
+        (a worker node, a CLI command, another node on PostgreSQL) is seen by the engine's
+        watcher within :data:`publishing.WATCH_INTERVAL` (0.1 s) on SQLite and within
+        :data:`publishing.WATCH_POLL_MAX` (0.5 s) on PostgreSQL, whether or not this engine
+        dispatches.
+
         Raises:
             TaskNotFoundError: the id is unknown (or the task was removed while waiting).
             TimeoutError: ``timeout`` seconds passed first.
@@ -546,47 +553,12 @@ class TaskEngine:
             done = self._finished_now(checked)
             if done is not None:
                 return done
-            if self._shared:
-                remote = self._wait_shared(event, seconds, checked)
-                if remote is not None:
-                    return remote
-            elif not event.wait(seconds):
-                raise TimeoutError(f"task {checked} did not finish within {seconds}s")
+            with self._watcher.watching(checked):
+                if not event.wait(seconds):
+                    raise TimeoutError(f"task {checked} did not finish within {seconds}s")
             return _announced(checked, box)
         finally:
             self._publisher.unsubscribe(checked, event)
-
-    def _wait_shared(
-        self, event: publishing.Wakeup, seconds: float | None, task_id: str
-    ) -> models.BackgroundTask | None:
-        """Wait on a shared store, where another node may finish the task unannounced here.
-
-        Returns the final record read from the store, or None once a local announcement
-        arrived (the caller reads it from its box).  The store is polled with a growing step
-        (10 ms to 0.5 s).
-
-        Raises:
-            TimeoutError: ``seconds`` passed first.
-            TaskNotFoundError: the task vanished (another node removed it, or finished it with
-                ``retain_for=0``, which deletes it at once).
-        """
-        deadline = None if seconds is None else time.monotonic() + seconds
-        step = 0.01
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"task {task_id} did not finish within {seconds}s")
-            if event.wait(step if remaining is None else min(step, remaining)):
-                return None
-            task = self._visible(task_id)
-            if task is None:
-                self._writer.barrier()  # a local finish in flight is announced by now
-                if event.is_set():
-                    return None
-                raise errors.TaskNotFoundError(task_id)
-            if task.status.is_final:
-                return task
-            step = min(step * 2, 0.5)
 
     def _finished_now(self, task_id: str) -> models.BackgroundTask | None:
         """The final snapshot if the task already finished, None if it has not (``wait``).

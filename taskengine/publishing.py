@@ -1,6 +1,7 @@
 """What happens after a change is stored.
 
-State-change callbacks, ``wait`` wakeups, and the cache of recently finished tasks.
+State-change callbacks, ``wait`` wakeups, the cache of recently finished tasks, and the watcher
+that notices tasks other processes finish while a ``wait`` watches them.
 
 Callbacks run on one thread of the coordinator, in the order the changes were stored, so each
 task's callbacks arrive in order; an exception in a callback is logged and never stalls anything.
@@ -16,13 +17,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final, Protocol
 
-from taskengine import models, registry
+import attrs
 
-__all__ = ["FinishedCache", "Publisher", "Signal", "Wakeup"]
+from taskengine import errors, models, registry
+from taskengine.stores import base
+
+__all__ = ["FinishedCache", "Publisher", "Signal", "Wakeup", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,16 @@ FINISHED_TTL: Final = 60.0
 #: Bounds on the finished-task cache: whichever is reached first evicts the oldest entries.
 FINISHED_MAX_ENTRIES: Final = 100_000
 FINISHED_MAX_BYTES: Final = 256 * 1024 * 1024
+#: Seconds between two looks at a store's change token while a ``wait`` watches a task: the
+#: bound on how late ``wait`` sees a change committed by another process (SQLite, MemoryStore).
+WATCH_INTERVAL: Final = 0.1
+#: A store without a change token has each watched task read after 10 ms, then at doubling
+#: intervals up to this many seconds (PostgreSQL): the bound there.
+WATCH_POLL_MAX: Final = 0.5
+_WATCH_POLL_FIRST: Final = 0.01
+#: An idle watcher thread lingers this long for the next ``wait`` before it ends, so a stream
+#: of short waits does not start a thread each.
+WATCH_LINGER: Final = 5.0
 
 _Waiter = list[models.BackgroundTask | None]
 
@@ -297,6 +311,189 @@ class Publisher:
         """The final snapshot of a recently finished task, if still cached."""
         with self._lock:
             return self._finished.get(task_id)
+
+    def observed(self, task_id: str, task: models.BackgroundTask | None) -> None:
+        """Announce what the :class:`Watcher` read of a watched task: final, or gone (None).
+
+        A final snapshot is announced like a stored status change (callback queued, snapshot
+        cached, waiters woken) unless it is the one this engine announced itself: the watcher
+        may read a change of this engine's between its commit and its announcement (it calls
+        the writer's barrier before this).  A task that is gone wakes its waiters with no
+        snapshot; when this engine deleted it, they were woken already and none are left.
+        """
+        if task is None:
+            self.removed(task_id)
+            return
+        with self._lock:
+            cached = self._finished.get(task_id)
+        if cached is not None and _same_change(cached, task):
+            return
+        self.publish([(task, True)])
+
+
+def _same_change(one: models.BackgroundTask, other: models.BackgroundTask) -> bool:
+    return (
+        one.status is other.status
+        and one.attempts == other.attempts
+        and one.date_modified == other.date_modified
+    )
+
+
+@attrs.define
+class _Watched:
+    """A watched task: how many ``wait`` calls watch it, and when to read it (polling)."""
+
+    count: int
+    due: float
+    step: float = _WATCH_POLL_FIRST
+
+
+class Watcher:
+    """Notices watched tasks that another process finishes or removes.
+
+    The engine announces its own changes at once (:meth:`Publisher.publish`); a change that
+    another process commits (a worker node, ``taskengine tasks cancel``, another PostgreSQL
+    node) reaches no announcement.  While a ``wait`` watches a task, one thread per engine
+    looks at the store: every :data:`WATCH_INTERVAL` seconds at a store's change token
+    (``base.ChangeDetector``), reading every watched task again when it moved; on a store
+    without one, each watched task is read 10 ms after it is watched, then at doubling
+    intervals up to :data:`WATCH_POLL_MAX`.  A newly watched task is always read once at the
+    next look, so a commit between its waiter's own read and its registration is not missed.
+    What is found final or gone goes to :meth:`Publisher.observed`.  The thread ends after
+    :data:`WATCH_LINGER` seconds with nothing watched, and starts again with the next watch.
+
+    Args:
+        store: the engine's store.
+        publisher: the engine's publisher.
+        barrier: the writer's barrier (every change this engine stored is announced on return).
+    """
+
+    def __init__(
+        self, store: base.TaskStore, publisher: Publisher, barrier: Callable[[], None]
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._barrier = barrier
+        self._detector = store if isinstance(store, base.ChangeDetector) else None
+        self._lock = threading.Lock()
+        self._watched: dict[str, _Watched] = {}
+        self._fresh: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def watching(self, task_id: str) -> Iterator[None]:
+        """Watch ``task_id`` for the duration of the ``with`` block."""
+        self.watch(task_id)
+        try:
+            yield
+        finally:
+            self.unwatch(task_id)
+
+    def watch(self, task_id: str) -> None:
+        """Start watching ``task_id`` (counted: each ``watch`` needs its ``unwatch``)."""
+        with self._lock:
+            if self._closed:
+                return
+            entry = self._watched.get(task_id)
+            if entry is None:
+                due = time.monotonic() + _WATCH_POLL_FIRST
+                self._watched[task_id] = _Watched(count=1, due=due)
+            else:
+                entry.count += 1
+            self._fresh.add(task_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="taskengine-watcher", daemon=True
+                )
+                self._thread.start()
+            elif self._detector is None:
+                self._wake.set()  # its next read may now be due sooner than the thread sleeps
+
+    def unwatch(self, task_id: str) -> None:
+        """Stop one watch of ``task_id``."""
+        with self._lock:
+            entry = self._watched.get(task_id)
+            if entry is None:
+                return
+            entry.count -= 1
+            if entry.count <= 0:
+                del self._watched[task_id]
+                self._fresh.discard(task_id)
+
+    def stop(self, timeout: float) -> None:
+        """End the thread (joined for up to ``timeout`` seconds); later watches do nothing."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        token: object = _NO_TOKEN
+        idle_since = time.monotonic()
+        while True:
+            self._wake.wait(self._sleep())
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                if self._closed or (not self._watched and now - idle_since >= WATCH_LINGER):
+                    self._thread = None
+                    return
+                if not self._watched:
+                    continue
+                idle_since = now
+                fresh, self._fresh = self._fresh, set()
+                everything = list(self._watched)
+            try:
+                if self._detector is not None:
+                    # The token first, the rows after: a commit after this look moves the next.
+                    new = self._detector.change_token()
+                    ids = everything if new != token else [i for i in everything if i in fresh]
+                    token = new
+                else:
+                    ids = self._due_for_polling(now)
+                found = self._read_finished(ids)
+            except errors.StoreError as exc:
+                token = _NO_TOKEN  # look again at everything once the store answers
+                log.debug("watcher could not read the store: %s", exc)
+                continue
+            if found:
+                self._barrier()
+                for task_id, task in found:
+                    self._publisher.observed(task_id, task)
+
+    def _sleep(self) -> float:
+        if self._detector is not None:
+            return WATCH_INTERVAL
+        with self._lock:
+            if not self._watched:
+                return WATCH_POLL_MAX
+            soonest = min(entry.due for entry in self._watched.values())
+        return min(WATCH_POLL_MAX, max(0.0, soonest - time.monotonic()))
+
+    def _due_for_polling(self, now: float) -> list[str]:
+        with self._lock:
+            due = []
+            for task_id, entry in self._watched.items():
+                if entry.due <= now:
+                    due.append(task_id)
+                    entry.step = min(entry.step * 2, WATCH_POLL_MAX)
+                    entry.due = now + entry.step
+            return due
+
+    def _read_finished(self, ids: Iterable[str]) -> list[tuple[str, models.BackgroundTask | None]]:
+        found: list[tuple[str, models.BackgroundTask | None]] = []
+        for task_id in ids:
+            task = self._store.get(task_id)
+            if task is None or task.status.is_final:
+                found.append((task_id, task))
+        return found
+
+
+_NO_TOKEN: Final = object()
 
 
 async def _await(awaitable: object) -> None:

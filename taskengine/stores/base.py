@@ -24,6 +24,7 @@ import attrs
 from taskengine import cursor, models
 
 __all__ = [
+    "ChangeDetector",
     "Delete",
     "SharedTaskStore",
     "StoreCapabilities",
@@ -217,6 +218,30 @@ class TaskStore(Protocol):
           decodes payloads or results.  An SQL store answers it with one ``GROUP BY type,
           status`` statement filtered by ``date_retain_until IS NULL OR date_retain_until >
           now`` and binds ``now`` as a parameter.
+        """
+        ...
+
+
+@runtime_checkable
+class ChangeDetector(Protocol):
+    """An optional store method: a cheap sign that the task table may have changed.
+
+    The engine's watcher (``publishing.Watcher``) calls it about every 0.1 s while a ``wait``
+    watches a task, and reads the watched tasks again only when the token differs from the one
+    before.  A store without it has the watched tasks read at every check instead.
+    """
+
+    def change_token(self) -> object:
+        """A value that differs from the previous call's once another writer committed since.
+
+        "Another writer" is anything but this store object: another process, or another store
+        object on the same data.  Writes made through this object may move the token or not
+        (the engine announces its own changes itself).  It may also move when nothing changed
+        (a false alarm costs one read per watched task), but it must never stay equal across
+        another writer's commit.
+
+        Raises:
+            StoreError: the store failed.
         """
         ...
 

@@ -31,6 +31,8 @@ class MemoryStore:
         self._expiry: list[tuple[int, str]] = []
         self._capabilities = base.StoreCapabilities(durable=False, shared=False)
         self._dispatcher: str | None = None
+        #: Counts writes, for ``change_token`` (two engines may share one store object).
+        self._version = 0
 
     @property
     def capabilities(self) -> base.StoreCapabilities:
@@ -54,6 +56,11 @@ class MemoryStore:
                 )
             self._dispatcher = node_identity
 
+    def change_token(self) -> object:
+        """The number of writes so far (``base.ChangeDetector``)."""
+        with self._lock:
+            return self._version
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._tasks)
@@ -68,10 +75,12 @@ class MemoryStore:
             heapq.heappush(self._expiry, (clock.to_millis(task.date_retain_until), task.id))
 
     def _put(self, task: models.BackgroundTask) -> None:
+        self._version += 1
         self._tasks[task.id] = task
         self._index(task)
 
     def _remove(self, task_id: str) -> None:
+        self._version += 1
         task = self._tasks.pop(task_id)
         if task.idempotency_key is not None and self._keys.get(task.idempotency_key) == task_id:
             del self._keys[task.idempotency_key]

@@ -419,6 +419,30 @@ class SqliteStore:
         rows = self._fetch(schema.SELECT_BY_ID, (task_id,))
         return self._task(rows[0]) if rows else None
 
+    def change_token(self) -> object:
+        """``PRAGMA data_version`` of the writer connection (``base.ChangeDetector``).
+
+        SQLite moves a connection's count whenever *another* connection commits to the file.
+        Every write of this store goes through the writer connection, so the count moves for
+        commits of other processes (or of another ``SqliteStore`` on the file) and never for
+        this store's own, which the engine announces itself: a busy engine is not made to read
+        its watched tasks again after each of its own commits.  It reads no database page.
+
+        Raises:
+            StoreError: the store is closed or the read failed.
+        """
+        self._ensure_open()
+        with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise errors.StoreError(f"cannot use {self._path}: the store is closed")
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+            except _DRIVER_ERRORS as exc:
+                raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
+            # A reopened store has a new writer connection with a count of its own.
+            return (self._generation, version)
+
     def apply(self, writes: Sequence[base.Write]) -> list[bool]:
         """Apply fenced writes in one transaction; for each, whether it applied."""
         if not writes:
