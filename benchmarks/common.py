@@ -15,14 +15,16 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import psutil
 
 import taskengine
 
 MIB = 1024 * 1024
+
+T = TypeVar("T")
 
 
 def median(values: Iterable[float]) -> float:
@@ -128,3 +130,28 @@ def timed(function: Callable[[], object]) -> float:
     began = time.perf_counter()
     function()
     return time.perf_counter() - began
+
+
+def round_robin(contenders: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Run every contender once per round and return each one's results, round by round.
+
+    The order rotates by one place each round, so no contender always runs first (on a cold
+    cache) or last (after the others heated the machine), and a burst of load from another
+    process lands on different contenders in different rounds.
+    """
+    names = list(contenders)
+    samples: dict[str, list[T]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(contenders[name]())
+    return samples
+
+
+def medians_of(samples: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per contender, the median over rounds of each figure its rounds returned."""
+    return {
+        name: {key: median(run[key] for run in runs) for key in runs[0]}
+        for name, runs in samples.items()
+        if runs
+    }

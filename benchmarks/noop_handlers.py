@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -23,3 +24,9 @@ def timed_spin(iterations: int) -> float:
     began = time.perf_counter()
     spin(iterations)
     return time.perf_counter() - began
+
+
+def spin_pid(iterations: int) -> int:
+    """``spin``, returning the worker's pid: which worker ran the task (the fairness figure)."""
+    spin(iterations)
+    return os.getpid()

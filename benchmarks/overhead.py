@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -119,7 +120,19 @@ def _enqueue_retrying(task: object) -> None:
             HUEY_ENQUEUE_RETRIES.append(1)
 
 
-def run_huey(tasks: int, workers: int) -> float:
+@dataclasses.dataclass(frozen=True)
+class HueyRound:
+    """One timed Huey batch: when the last enqueue returned, when the last result arrived."""
+
+    tasks: int
+    enqueue_seconds: float
+    end_to_end_seconds: float
+    done: int
+
+
+def huey_round(tasks: int, workers: int) -> HueyRound:
+    """Enqueue ``tasks`` no-ops one at a time into SqliteHuey while a consumer of ``workers``
+    processes runs them (warmed first); time the enqueue loop and the whole batch."""
     from benchmarks import huey_app
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +142,7 @@ def run_huey(tasks: int, workers: int) -> float:
             [sys.executable, "-m", "benchmarks.huey_app", path, str(workers)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
         try:
 
@@ -156,9 +169,9 @@ def run_huey(tasks: int, workers: int) -> float:
             began = time.perf_counter()
             for _ in range(tasks):
                 _enqueue_retrying(noop)
+            enqueued = time.perf_counter()
             done, last = wait_results(tasks)
-            HUEY_LOST.append(tasks - done)
-            return done / (last - began)
+            return HueyRound(tasks, enqueued - began, last - began, done)
         finally:
             consumer.send_signal(signal.SIGINT)
             try:
@@ -166,6 +179,12 @@ def run_huey(tasks: int, workers: int) -> float:
             except subprocess.TimeoutExpired:
                 consumer.kill()
                 consumer.wait()
+
+
+def run_huey(tasks: int, workers: int) -> float:
+    result = huey_round(tasks, workers)
+    HUEY_LOST.append(tasks - result.done)
+    return result.done / result.end_to_end_seconds
 
 
 #: Tasks each Huey round lost (enqueued, never finished), reported with the figures.

@@ -4,7 +4,8 @@ Writes ``latest.json`` (machine facts, every suite's JSON, the targets) and ``su
 ``--out`` (``benchmarks/results`` for a full run; a ``--quick`` run writes files only when
 ``--out`` is given, so it never replaces the committed results).  Prints the JSON, then a table.
 
-    .venv/bin/python -m benchmarks.run_all [--quick] [--out DIR] [--cpu-workers 16 --cpu-tasks 400]
+    .venv/bin/python -m benchmarks.run_all [--quick] [--out DIR] [--only SUITE ...]
+        [--cpu-workers 2,4,8,16 --cpu-tasks 400 --cpu-rounds 3 --cpu-noop-tasks 2000]
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from benchmarks import common, report, targets
 
 #: Suites of the issue, in the order they run.
 SUITES = (
+    "user_paths",
+    "fairness",
     "overhead",
     "cpu_scaling",
     "latency",
@@ -57,8 +60,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only", nargs="*", choices=SUITES + OPTIONAL_SUITES, default=None)
-    parser.add_argument("--cpu-workers", type=int, default=None)
+    parser.add_argument("--cpu-workers", default=None, help="worker counts, e.g. 2,4,8,16")
     parser.add_argument("--cpu-tasks", type=int, default=None)
+    parser.add_argument("--cpu-rounds", type=int, default=None)
+    parser.add_argument("--cpu-noop-tasks", type=int, default=None)
     args = parser.parse_args()
     out_dir = args.out if args.out is not None else None if args.quick else HERE / "results"
     facts = common.machine_facts()
@@ -72,6 +77,10 @@ def main() -> None:
                 extra += ["--workers", str(args.cpu_workers)]
             if args.cpu_tasks:
                 extra += ["--tasks", str(args.cpu_tasks)]
+            if args.cpu_rounds:
+                extra += ["--rounds", str(args.cpu_rounds)]
+            if args.cpu_noop_tasks:
+                extra += ["--noop-tasks", str(args.cpu_noop_tasks)]
         if name in OPTIONAL_SUITES:
             if not (HERE / f"{name}.py").exists():
                 continue
