@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from taskengine import errors, models
@@ -128,14 +128,44 @@ def check_retain_for(value: object) -> float | None:
 
 
 def check_aware_datetime(argument: str, value: object) -> datetime | None:
-    """None, or a timezone-aware datetime."""
+    """None, or a timezone-aware datetime, returned in UTC and cut to whole milliseconds.
+
+    The value's ``tzinfo`` is asked for its offset once and never again: whatever it raises, or
+    returns that is not an offset within a day, is rejected here rather than later.  So is a
+    moment that has no UTC datetime (``datetime.min`` east of UTC, ``datetime.max`` west of it).
+    Every store holds the millisecond count of any UTC datetime (years 1 to 9999).
+    """
     if value is None:
         return None
     if not isinstance(value, datetime):
         raise _fail(argument, value, f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is None:
         raise _fail(argument, value, "must be timezone-aware")
-    return value
+    try:
+        # The base method: a subclass's override would be a second, unchecked source of offsets.
+        offset = datetime.utcoffset(value)
+    except Exception as exc:  # SystemExit / KeyboardInterrupt from a tzinfo propagate
+        raise _fail(argument, value, f"its utcoffset() failed ({type(exc).__name__})") from exc
+    if offset is None:
+        raise _fail(argument, value, "must be timezone-aware")
+    try:
+        # Built from the fields, so the result is a plain datetime whatever the value's class.
+        local = datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+        )
+        moment = local - offset
+    except OverflowError as exc:
+        raise _fail(argument, value, "has no UTC datetime (out of range once converted)") from exc
+    except Exception as exc:  # a datetime subclass whose fields are not what they claim
+        raise _fail(argument, value, f"unreadable ({type(exc).__name__})") from exc
+    # Cut after the conversion: an offset may carry microseconds of its own.
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000, tzinfo=UTC)
 
 
 def check_module_path(value: object) -> str:

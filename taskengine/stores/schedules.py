@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
@@ -244,7 +243,7 @@ class SqliteScheduleStore:
         Raises:
             StoreError: the file cannot be opened or is not a taskengine database.
         """
-        from taskengine.stores.sqlite import SqliteStore
+        from taskengine.stores.sqlite import SqliteStore, sqlite_uri
 
         with self._lock:
             if self._conn is not None:
@@ -252,10 +251,9 @@ class SqliteScheduleStore:
             tasks = SqliteStore(self._path, busy_timeout=self._busy_timeout)
             tasks.open()  # creates the file 0600 and the schema, or upgrades / refuses it
             tasks.close()
-            uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
             try:
                 self._conn = sqlite3.connect(
-                    uri,
+                    sqlite_uri(self._path),
                     uri=True,
                     timeout=self._busy_timeout,
                     isolation_level=None,

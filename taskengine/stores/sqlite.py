@@ -30,14 +30,17 @@ writable by group or others.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import itertools
 import logging
 import math
 import os
+import socket
 import sqlite3
 import stat
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -47,7 +50,7 @@ from typing import Final, TypeVar
 from taskengine import clock, cursor, errors, models, transitions
 from taskengine.stores import base, schema
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "sqlite_uri"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +61,18 @@ _SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA sy
 #: Errors of the driver (binding included) that become ``StoreError``.
 _DRIVER_ERRORS: Final = (sqlite3.Error, OverflowError, UnicodeEncodeError)
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+#: Abstract Unix sockets (Linux) carry the per-inode half of the dispatch lock.
+_INODE_LOCKS: Final = sys.platform.startswith("linux")
+
+
+def sqlite_uri(path: str) -> str:
+    """The ``file:`` URI that opens the existing file ``path`` read-write, whatever its name.
+
+    ``path`` must be absolute.  An empty authority (``file://``) comes first, so that a path
+    that itself starts with ``//`` is never read as an authority, and every character outside
+    the unreserved set is percent-encoded, so ``?``, ``#``, ``%`` and spaces stay in the name.
+    """
+    return f"file://{urllib.parse.quote(path, safe='/')}?mode=rw"
 
 
 class SqliteStore:
@@ -97,6 +112,7 @@ class SqliteStore:
             raise errors.TaskValidationError("busy_timeout", busy_timeout, "expected seconds >= 0")
         self._path = os.path.abspath(text)
         self._lock_fd: int | None = None
+        self._lock_socket: socket.socket | None = None
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
         self._capabilities = base.StoreCapabilities(durable=True, shared=False)
@@ -137,8 +153,13 @@ class SqliteStore:
                 # Forked: keep the parent's connections referenced but never use or close them.
                 self._inherited += [self._writer, *(conn for _, conn in self._readers)]
                 self._writer, self._readers = None, []
-            self._create_file()
-            writer = self._connect()
+            created = self._create_file()
+            try:
+                writer = self._connect()
+            except BaseException:
+                if created is not None:
+                    _remove_if_empty(self._path, created)
+                raise
             try:
                 self._check_schema(writer)
                 mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -167,6 +188,8 @@ class SqliteStore:
                         writer.execute("ROLLBACK")
             except BaseException as exc:
                 writer.close()
+                if created is not None:
+                    _remove_if_empty(self._path, created)
                 if isinstance(exc, _DRIVER_ERRORS):
                     raise errors.StoreError(f"cannot open {self._path}: {exc}") from exc
                 raise
@@ -177,18 +200,25 @@ class SqliteStore:
             self._generation += 1
 
     def acquire_dispatch_lock(self, node_identity: str) -> None:
-        """Hold an exclusive ``flock`` on ``<path>.lock`` until ``close``.
+        """Hold the file's dispatch lock until ``close``.
 
-        The kernel drops the lock when the holder dies, so a crashed engine never blocks its
-        successor.  The lock file records the holder's node identity for the error message.
+        The lock follows the file, not the name it was opened by.  Its first half is an
+        exclusive ``flock`` on ``<real path>.lock``, beside the file that the path resolves to
+        (symbolic links, ``..`` and doubled slashes resolved when the lock is taken), which
+        records the holder's node identity for the error message.  Its second half, on Linux,
+        is an abstract Unix socket named after the file's device and inode, which every hard
+        link of the file reaches too.  The kernel drops both when the holder dies, so a crashed
+        engine never blocks its successor.
 
         Raises:
             StoreError: another engine (in this or another process) dispatches from the file.
         """
+        self._ensure_open()
         with self._state_lock:
             if self._lock_fd is not None:
                 return
-            lock_path = self._path + ".lock"
+            real = os.path.realpath(self._path)
+            lock_path = real + ".lock"
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
@@ -198,13 +228,23 @@ class SqliteStore:
             except OSError as exc:
                 holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
                 os.close(fd)
-                raise errors.StoreError(
-                    f"{self._path} is already used by another running engine ({holder}); "
-                    "one SQLite file has one dispatching engine"
-                ) from exc
+                raise self._in_use(holder) from exc
+            try:
+                sock = _claim_inode(real) if _INODE_LOCKS else None
+                if _INODE_LOCKS and sock is None:
+                    raise self._in_use("through another name of the same file")
+            except BaseException:
+                os.close(fd)  # drops the flock taken above
+                raise
             os.ftruncate(fd, 0)
             os.pwrite(fd, node_identity.encode(), 0)
-            self._lock_fd = fd
+            self._lock_fd, self._lock_socket = fd, sock
+
+    def _in_use(self, holder: str) -> errors.StoreError:
+        return errors.StoreError(
+            f"{self._path} is already used by another running engine ({holder}); "
+            "one SQLite file has one dispatching engine"
+        )
 
     def close(self) -> None:
         """Close every connection (waiting for a write in progress); calling it again does nothing.
@@ -223,29 +263,41 @@ class SqliteStore:
                 with contextlib.suppress(OSError):
                     os.close(self._lock_fd)  # closing the descriptor drops the flock
                 self._lock_fd = None
+            if self._lock_socket is not None:
+                self._lock_socket.close()  # frees its abstract name at once
+                self._lock_socket = None
             for conn in connections:
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         conn.close()
 
-    def _create_file(self) -> None:
-        """Create the file 0600 before SQLite sees it; warn about loose permissions."""
+    def _create_file(self) -> tuple[int, int] | None:
+        """Create the file 0600 before SQLite sees it; warn about loose permissions.
+
+        Returns the device and inode of the file when this call created it, so that a failed
+        open can remove it again; None when it was there already.
+        """
         try:
             fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             _warn_if_writable_by_others(self._path, "database file")
+            created = None
         except OSError as exc:
             raise errors.StoreError(f"cannot create {self._path}: {exc.strerror}") from exc
         else:
-            os.close(fd)
+            try:
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            created = (info.st_dev, info.st_ino)
         _warn_if_writable_by_others(os.path.dirname(self._path), "directory of database file")
+        return created
 
     def _connect(self) -> sqlite3.Connection:
         # mode=rw: SQLite never creates the file itself (_create_file did, with mode 0600).
-        uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
         try:
             return sqlite3.connect(
-                uri,
+                sqlite_uri(self._path),
                 uri=True,
                 timeout=self._busy_timeout,
                 isolation_level=None,
@@ -591,6 +643,39 @@ class SqliteStore:
                 )
             )
         return counts
+
+
+def _remove_if_empty(path: str, created: tuple[int, int]) -> None:
+    """Remove the file that a failed open created, unless someone else has used it since."""
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if (info.st_dev, info.st_ino) == created and info.st_size == 0:
+            os.unlink(path)
+
+
+def _claim_inode(real_path: str) -> socket.socket | None:
+    """Bind the abstract socket of the file's device and inode; None if another holds it.
+
+    An abstract name lives as long as a socket bound to it, in no file system, and is shared
+    by every process of the network namespace: whichever name reached the file, two engines on
+    one file compute the same socket name.
+
+    Raises:
+        StoreError: the file cannot be examined or the socket cannot be made.
+    """
+    try:
+        info = os.stat(real_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        raise errors.StoreError(f"cannot lock {real_path}: {exc}") from exc
+    try:
+        sock.bind(f"\0taskengine-dispatch/{info.st_dev}/{info.st_ino}")
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise errors.StoreError(f"cannot lock {real_path}: {exc}") from exc
+    return sock
 
 
 def _warn_if_writable_by_others(path: str, what: str) -> None:

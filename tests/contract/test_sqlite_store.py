@@ -693,3 +693,77 @@ def test_query_sql_takes_sort_text_only_from_the_whitelist() -> None:
     )
     with pytest.raises(KeyError):
         schema.query_sql(spec, keyset=False)
+
+
+def _odd_names(tmp_path: Path) -> dict[str, str]:
+    """Valid POSIX names that a ``file:`` URI must not misread."""
+    return {
+        "doubled leading slash": "//" + str(tmp_path / "doubled.db").lstrip("/"),
+        "question mark": str(tmp_path / "what?mode=ro.db"),
+        "hash": str(tmp_path / "a#fragment.db"),
+        "percent": str(tmp_path / "100%25.db"),
+        "spaces": str(tmp_path / "with some spaces.db"),
+        "all at once": "//" + str(tmp_path / "d?i#r %2F x").lstrip("/") + "/t a?s#k%s.db",
+    }
+
+
+@pytest.mark.parametrize("how", list(_odd_names(Path("/x"))))
+def test_any_valid_file_name_opens_the_file_it_names(tmp_path: Path, how: str) -> None:
+    name = _odd_names(tmp_path)[how]
+    os.makedirs(os.path.dirname(name), exist_ok=True)
+    store = SqliteStore(name)
+    store.open()
+    try:
+        task = new("odd-name")
+        store.insert_many([task])
+        assert store.get(task.id) == task
+    finally:
+        store.close()
+    # The file is the one named, not a file of a shortened or decoded name.
+    assert os.path.getsize(name) > 0
+    assert all(
+        entry.startswith(os.path.basename(name)) for entry in os.listdir(os.path.dirname(name))
+    )
+    reopened = SqliteStore(name)
+    try:
+        assert reopened.get(task.id) == task
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("how", list(_odd_names(Path("/x"))))
+def test_the_schedule_store_opens_any_valid_file_name(tmp_path: Path, how: str) -> None:
+    from taskengine.stores.schedules import ScheduleRecord, SqliteScheduleStore
+
+    name = _odd_names(tmp_path)[how]
+    os.makedirs(os.path.dirname(name), exist_ok=True)
+    record = ScheduleRecord(schedule_id="s", times_key="k", slots=(at(1), None))
+    schedules = SqliteScheduleStore(name)
+    schedules.open()
+    try:
+        assert schedules.insert_or_get(record) == record
+    finally:
+        schedules.close()
+    conn = sqlite3.connect(name)
+    try:
+        assert conn.execute("SELECT count(*) FROM schedules").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_a_failed_open_leaves_no_empty_file_behind(tmp_path: Path) -> None:
+    # SQLite refuses paths longer than its own limit (512 bytes) that the file system accepts:
+    # the file is created, then the connection fails.
+    folder = tmp_path
+    while len(str(folder)) < 600:
+        folder = folder / ("d" * 100)
+    folder.mkdir(parents=True)
+    name = folder / "tasks.db"
+    with pytest.raises(errors.StoreError, match="cannot open"):
+        SqliteStore(name).open()
+    assert not name.exists()
+    # A file that was there before is left alone, even an empty one.
+    name.touch()
+    with pytest.raises(errors.StoreError, match="cannot open"):
+        SqliteStore(name).open()
+    assert name.exists()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from taskengine import clock
 from taskengine import validation as v
 from taskengine.errors import TaskValidationError
 from taskengine.models import SortDirection, TaskStatus
@@ -260,7 +261,9 @@ class NoOffset(tzinfo):
     ],
 )
 def test_aware_datetime_accepts(value: datetime | None) -> None:
-    assert v.check_aware_datetime("run_at", value) is value
+    checked = v.check_aware_datetime("run_at", value)
+    assert checked == value
+    assert checked is None or checked.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
@@ -276,6 +279,144 @@ def test_aware_datetime_accepts(value: datetime | None) -> None:
 )
 def test_aware_datetime_rejects(value: object) -> None:
     rejects(lambda: v.check_aware_datetime("run_at", value), "run_at")
+
+
+class HostileOffset(tzinfo):
+    """A tzinfo whose ``utcoffset`` answers with whatever it was given, or raises it."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        self.calls += 1
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+class FirstAnswerOnly(tzinfo):
+    """A valid offset the first time it is asked, an exception every time after."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("asked twice")
+        return timedelta(hours=2)
+
+
+EAST_14, WEST_14 = timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.min.replace(tzinfo=EAST_14),
+        datetime.max.replace(tzinfo=WEST_14),
+        datetime(1, 1, 1, 13, 59, 59, 999_999, tzinfo=EAST_14),
+        datetime(9999, 12, 31, 10, 0, 0, 1, tzinfo=WEST_14),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(RuntimeError("offset lookup failed"))),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(OverflowError("huge"))),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(ValueError("plain"))),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(timedelta(hours=24))),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(timedelta(days=-3))),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(3600)),
+        datetime(2024, 1, 1, tzinfo=HostileOffset("+02:00")),
+        datetime(2024, 1, 1, tzinfo=HostileOffset(None)),
+    ],
+    ids=repr,
+)
+def test_aware_datetime_rejects_moments_without_a_utc_datetime(value: datetime) -> None:
+    error = rejects(lambda: v.check_aware_datetime("run_at", value), "run_at")
+    assert error.value is value
+
+
+def test_aware_datetime_lets_interrupts_from_a_tzinfo_through() -> None:
+    for interrupt in (KeyboardInterrupt(), SystemExit(3)):
+        value = datetime(2024, 1, 1, tzinfo=HostileOffset(interrupt))
+        with pytest.raises(type(interrupt)):
+            v.check_aware_datetime("run_at", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime.min.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)),
+        (datetime.max.replace(tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)),
+        (datetime.min.replace(tzinfo=WEST_14), datetime(1, 1, 1, 14, tzinfo=UTC)),
+        (
+            datetime.max.replace(tzinfo=EAST_14),
+            datetime(9999, 12, 31, 9, 59, 59, 999_000, tzinfo=UTC),
+        ),
+        (
+            datetime(
+                2024, 6, 1, 12, 0, 0, 123_999, tzinfo=timezone(timedelta(hours=5, minutes=30))
+            ),
+            datetime(2024, 6, 1, 6, 30, 0, 123_000, tzinfo=UTC),
+        ),
+    ],
+    ids=repr,
+)
+def test_aware_datetime_returns_utc_whole_milliseconds(value: datetime, expected: datetime) -> None:
+    checked = v.check_aware_datetime("run_at", value)
+    assert checked == expected
+    assert checked is not None
+    assert checked.tzinfo is UTC
+    assert type(checked) is datetime
+
+
+def test_aware_datetime_asks_the_tzinfo_once() -> None:
+    zone = FirstAnswerOnly()
+    checked = v.check_aware_datetime("run_at", datetime(2024, 1, 1, 12, tzinfo=zone))
+    assert checked == datetime(2024, 1, 1, 10, tzinfo=UTC)
+    assert zone.calls == 1
+    # What the engine does next with the checked value never asks that tzinfo again.
+    assert clock.truncate_to_millis(checked) == checked
+    assert zone.calls == 1
+
+
+def test_every_accepted_moment_fits_the_stores_millisecond_columns() -> None:
+    for moment in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)):
+        checked = v.check_aware_datetime("run_at", moment)
+        assert checked is not None
+        millis = clock.to_millis(checked)
+        assert -(2**63) <= millis < 2**63  # SQLite INTEGER and PostgreSQL bigint
+        assert clock.from_millis(millis) == checked
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime.min,
+        max_value=datetime.max,
+        timezones=st.one_of(
+            st.timezones(),
+            st.builds(
+                timezone,
+                st.timedeltas(
+                    min_value=timedelta(hours=-23, minutes=-59),
+                    max_value=timedelta(hours=23, minutes=59),
+                ),
+            ),
+        ),
+    )
+)
+def test_aware_datetime_is_the_same_instant_or_a_validation_error(value: datetime) -> None:
+    offset = value.utcoffset()
+    assert offset is not None
+    naive = value.replace(tzinfo=None)
+    # Only a moment outside the UTC range is refused.
+    if naive - datetime.min < offset or datetime.max - naive < -offset:
+        rejects(lambda: v.check_aware_datetime("run_at", value), "run_at")
+        return
+    checked = v.check_aware_datetime("run_at", value)
+    assert checked is not None
+    assert checked.tzinfo is UTC
+    assert checked.microsecond % 1000 == 0
+    assert timedelta(0) <= value - checked < timedelta(milliseconds=1)
 
 
 # --- module path / handler name -----------------------------------------------
