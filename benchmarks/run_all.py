@@ -32,6 +32,7 @@ SUITES = (
     "cold_start",
     "table_scale",
     "memory",
+    "large_payload",
 )
 #: Suites other engineers own; run when present, and their failure is recorded, not fatal.
 OPTIONAL_SUITES = ("scheduler_precision", "cluster")

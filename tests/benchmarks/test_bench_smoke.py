@@ -38,6 +38,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]
             "cold_start",
             "table_scale",
             "memory",
+            "large_payload",
         ],
         timeout=600,
     )
@@ -289,3 +290,10 @@ def test_sqlite_cost_reports_every_step_and_every_index() -> None:
     indexes = {s.split(" INDEX ", 1)[1].split()[0] for s in schema.DDL if " INDEX " in s}
     assert set(result["us_saved_per_task_without_index"]) == indexes
 
+
+def test_large_payload_shape(run: tuple[dict[str, Any], Path]) -> None:
+    large = run[0]["suites"]["large_payload"]
+    assert large["payload_mb"] == 10
+    for figure in ("peak_over_payload_median", "peak_over_payload_before_decoding_median"):
+        assert set(large[figure]) == {"taskengine_memory", "taskengine_sqlite"}
+        assert all(value > 0 for value in large[figure].values())
