@@ -12,6 +12,7 @@ backlog.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence, Sized
 from datetime import datetime
 
@@ -24,6 +25,23 @@ __all__ = ["Plan", "Planner"]
 State = process.WorkerState
 #: Per task type, the slots its claimed attempts go to, best first (None: a new worker).
 Plan = list[tuple[str, list[process.WorkerProcess | None]]]
+
+
+def _level_order(
+    levels: list[tuple[process.WorkerProcess, int, int]],
+) -> list[process.WorkerProcess]:
+    """Slots ``(worker, first, last)`` in order of the queue length they bring their worker to.
+
+    Equal lengths keep the workers' order.  Between two consecutive bounds the same workers
+    take turns, so each stretch is one repeated pattern: this costs a few list operations per
+    worker rather than one sort key per slot (it runs on every dispatch).
+    """
+    bounds = sorted({bound for _, first, last in levels for bound in (first, last + 1)})
+    order: list[process.WorkerProcess] = []
+    for low, high in itertools.pairwise(bounds):
+        turn = [w for w, first, last in levels if first <= low and high - 1 <= last]
+        order += turn * (high - low)
+    return order
 
 
 class Planner:
@@ -56,7 +74,10 @@ class Planner:
         """Where the next claimed attempts of a pool go, best first (None: a new worker).
 
         Idle workers first, then new workers, then prefetch slots of busy workers, so that an
-        attempt never queues behind another while a worker could run it at once.  ``live``
+        attempt never queues behind another while a worker could run it at once.  Prefetch
+        slots are filled level by level: each goes to the worker that would then hold the
+        fewest attempts, so a claim of fewer tasks than slots spreads them over the workers
+        (each gets its fair share) instead of filling the first worker's pipe.  ``live``
         counts the workers alive or already planned across every pool, so that the new workers
         of one turn never exceed ``max_total_workers`` together.
         """
@@ -64,8 +85,9 @@ class Planner:
         idle = [w for w in each.workers if w.state is State.IDLE and room[w]]
         total = self.total_live() if live is None else live
         fresh: list[process.WorkerProcess | None] = [None] * each.spawnable(total, self._max_total)
-        queued = [w for w in each.workers for _ in range(room[w] - (w in idle))]
-        return [*idle, *fresh, *queued]
+        # Worker w's prefetch slots bring it to queue lengths first..last.
+        levels = [(w, len(w.queue) + 1 + (w in idle), len(w.queue) + room[w]) for w in each.workers]
+        return [*idle, *fresh, *_level_order([level for level in levels if level[1] <= level[2]])]
 
     def next_due(self, types: list[str]) -> datetime | None:
         """The store's earliest due time for ``types`` (None on a store error, reported)."""

@@ -122,11 +122,9 @@ class WorkerPool:
         ):
             return 0
         limit = self.prefetch_depth()
-        if (
-            spec.max_memory_per_worker is not None
-            or spec.execution_timeout is not None
-            or worker.state is State.STARTING
-        ):
+        # A starting worker may hold its share too: nothing is sent to it before it is ready,
+        # so an idle worker takes those attempts back for free (``Reactor._balance``).
+        if spec.max_memory_per_worker is not None or spec.execution_timeout is not None:
             limit = 1
         if spec.max_tasks_per_worker is not None:
             limit = min(limit, spec.max_tasks_per_worker - worker.assigned)

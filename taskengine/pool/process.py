@@ -78,6 +78,11 @@ class WorkerProcess:
         # Bytes of those sent attempts (``_run_bytes``), kept as they change: not summed per send.
         self.sent_bytes = 0
         self.assigned = 0
+        # Revokes sent to this worker and not answered yet, oldest first (the answers come
+        # back in order): how many attempts each asked for, and the worker they are meant for.
+        self.revoke_requests: collections.deque[tuple[int, WorkerProcess]] = collections.deque()
+        # Attempts asked back from other workers for this one (``revoke_requests`` there).
+        self.expecting = 0
         self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None
         self.deadline: float | None = None
@@ -94,6 +99,23 @@ class WorkerProcess:
     def task(self) -> models.BackgroundTask | None:
         """The attempt running here (or about to run while the worker starts), if any."""
         return self.queue[0] if self.queue else None
+
+    def unstarted(self) -> int:
+        """How many of the attempts held here have not started (and are not being revoked)."""
+        if self.state is WorkerState.BUSY:
+            waiting = len(self.queue) - 1
+        elif self.state is WorkerState.STARTING:
+            waiting = len(self.queue)
+        else:
+            return 0
+        return max(0, waiting - sum(most for most, _ in self.revoke_requests))
+
+    def load(self) -> int:
+        """Attempts waiting for this worker (its own and those on their way), less one if idle.
+
+        Idle counts as one less than busy with nothing queued: it could start one at once.
+        """
+        return self.unstarted() + self.expecting - (self.state is not WorkerState.BUSY)
 
     def holds(self, task_id: str) -> bool:
         """Whether ``task_id`` is running or prefetched here."""

@@ -353,6 +353,7 @@ class Reactor:
         self._check_timers()
         if self._stop_deadline is None:
             self._dispatch()
+            self._balance()
         else:
             self._stop_step()
             self._flush()
@@ -503,6 +504,8 @@ class Reactor:
                 self._fail(worker.queue.popleft(), message.error)
             self._release_queued(worker)
             worker.state = State.STOPPING
+        elif isinstance(message, messages.Revoked):
+            self._on_revoked(worker, each, message)
         elif isinstance(message, messages.ShutdownFailed):
             log.error(
                 "shutdown method of a %r worker (pid %s) raised %s: %s",
@@ -573,6 +576,94 @@ class Reactor:
             self._dirty = self._dirty or not self._planner.knows_all()
         if head.id in worker.terminate_on_start:
             worker.kill(Reason.TERMINATED)
+
+    # -- balancing ------------------------------------------------------------------------
+
+    def _balance(self) -> None:
+        """Move attempts that have not started from the busiest worker to the least busy.
+
+        Prefetching is sized from earlier run times, so a change of run time (short attempts,
+        then long ones) can leave attempts queued behind a long one while another worker of
+        the type has nothing to do.  A worker then takes half the difference from the worker
+        with the most attempts waiting: those still held here move at once; those already in
+        the busy worker's pipe are asked back with a Revoke, and go out when the answer comes
+        (:meth:`_on_revoked`).  An idle worker always takes; a busy one only when the
+        difference is worth more than ``pool.PREFETCH_BUDGET`` of work at the type's mean run
+        time, so a stream of short attempts does not churn.
+        """
+        for each in self._pools.values():
+            thieves = [
+                w
+                for w in each.workers
+                if w.state in (State.IDLE, State.BUSY)
+                and each.is_current(w)
+                and not w.retire_after_task
+            ]
+            for thief in sorted(thieves, key=lambda w: w.load()):
+                donor = max(each.workers, key=lambda w: w.unstarted())
+                take = min((donor.unstarted() - thief.load()) // 2, each.depth(thief))
+                if take < 1:
+                    break
+                if thief.state is State.BUSY and take * (each.mean_run_time or 0.0) < (
+                    pool.PREFETCH_BUDGET
+                ):
+                    continue
+                self._take_from(donor, thief, take)
+
+    def _take_from(
+        self, donor: process.WorkerProcess, thief: process.WorkerProcess, take: int
+    ) -> None:
+        """Move ``take`` attempts that have not started from ``donor`` to ``thief``."""
+        # Attempts not sent yet sit at the back of the queue (all of a starting worker's).
+        unsent = len(donor.queue) - (donor.sent if donor.ready else 0)
+        moved = [donor.queue.pop() for _ in range(min(take, unsent))]
+        for task in reversed(moved):
+            self._move(task, donor, thief)
+        most = take - len(moved)
+        if most and donor.send(messages.Revoke(most)):
+            donor.revoke_requests.append((most, thief))
+            thief.expecting += most
+
+    def _on_revoked(
+        self, worker: process.WorkerProcess, each: pool.WorkerPool, revoked: messages.Revoked
+    ) -> None:
+        """A worker gave back prefetched attempts: to the worker they were asked back for."""
+        thief: process.WorkerProcess | None = None
+        if worker.revoke_requests:
+            most, thief = worker.revoke_requests.popleft()
+            thief.expecting -= most
+        # The head counts too: when the answer crosses the Done of the attempt before it,
+        # the loop already took the revoked attempt for the one running.
+        was_head = bool(worker.queue) and worker.queue[0].id in revoked.task_ids
+        for task_id in reversed(revoked.task_ids):
+            found = next((t for t in worker.queue if t.id == task_id), None)
+            if found is None:
+                continue  # not held here (a confused worker): nothing to move
+            worker.queue.remove(found)
+            worker.sent -= 1
+            worker.sent_bytes -= _run_bytes(found)
+            targets = [w for w in each.workers if w is not worker and each.depth(w) > 0]
+            if thief in targets:
+                targets = [thief]
+            if self._stop_deadline is not None or not targets:
+                worker.assigned -= 1
+                worker.terminate_on_start.discard(task_id)
+                self._release(found)
+                self._dirty = True
+                continue
+            self._move(found, worker, min(targets, key=lambda w: w.load()))
+        if was_head and worker.state is State.BUSY:
+            self._begin_head(worker, each)  # what it really runs now, or idle
+
+    def _move(
+        self, task: models.BackgroundTask, donor: process.WorkerProcess, to: process.WorkerProcess
+    ) -> None:
+        """Hand an attempt that has not started (and left ``donor``'s books) to ``to``."""
+        donor.assigned -= 1
+        if task.id in donor.terminate_on_start:
+            donor.terminate_on_start.discard(task.id)
+            to.terminate_on_start.add(task.id)
+        self._run_on(to, task)
 
     def _release_queued(self, worker: process.WorkerProcess) -> None:
         """Hand back the prefetched attempts of a worker that will not run them."""
