@@ -240,7 +240,7 @@ class InlineRunner:
                 self._finish(task, error=worker_main.init_error(spec.module, spec.method, exc))
                 return
             worker = self._workers[task.type] = _InlineWorker(spec=spec, handler=handler)
-        job = messages.Run(task.id, task.type, task.attempts, task.payload_blob)
+        job = messages.Run(task.id, task.type, task.attempts, task.payload_blob, 0)
         latest = [task]
         started = self._clock.now()
         self._running = task.id

@@ -19,6 +19,11 @@ the Run on the API thread, under the reactor's turn lock (``Reactor.wake_for``).
 A worker runs one attempt at a time, so a dead worker maps to exactly one attempt (the first
 of its queue); attempts prefetched behind it had not started and are handed back uncounted.  A
 pool is never "broken" by a death.
+
+Prefetched attempts are spread level by level over a type's workers, and an idle worker takes
+attempts that wait, not started, behind a busy one: from the coordinator's queue at once, or out
+of the busy worker's pipe through its revocation ledger (``ledger.py``), shared memory that the
+busy worker consults before starting each attempt (``Reactor._balance``).
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ __all__ = [
     "InitFailed",
     "Progress",
     "Ready",
-    "Revoke",
-    "Revoked",
     "Run",
     "ShutdownFailed",
     "Stop",
@@ -53,21 +51,13 @@ class Run(NamedTuple):
     task_type: str
     attempt: int
     payload_blob: bytes
+    #: This worker's number for the attempt (1, 2, ...), the key of its revocation ledger;
+    #: inline execution, which has no ledger, passes 0.
+    seq: int
 
 
 class Stop(NamedTuple):
     """Coordinator -> worker: run the shutdown method and exit."""
-
-
-class Revoke(NamedTuple):
-    """Coordinator -> worker: give back up to ``most`` queued attempts that have not started.
-
-    The worker answers with :class:`Revoked`, naming the attempts it gave back, newest first
-    (possibly none: it may have started them meanwhile).  This is how an idle worker takes
-    attempts that were prefetched into a busy worker's pipe.
-    """
-
-    most: int
 
 
 class Ready(NamedTuple):
@@ -100,32 +90,25 @@ class Done(NamedTuple):
     run_seconds: float
 
 
-class Revoked(NamedTuple):
-    """Worker -> coordinator: the answer to :class:`Revoke`; these attempts will not run here."""
-
-    task_ids: tuple[str, ...]
-
-
 class ShutdownFailed(NamedTuple):
     """Worker -> coordinator: ``shutdown_method`` raised (the worker exits anyway)."""
 
     error: models.TaskError
 
 
-ToWorker = Run | Stop | Revoke
-ToCoordinator = Ready | InitFailed | Progress | Done | ShutdownFailed | Revoked
+ToWorker = Run | Stop
+ToCoordinator = Ready | InitFailed | Progress | Done | ShutdownFailed
 _Message = TypeVar("_Message", ToWorker, ToCoordinator)
 
 
 #: Wire tags: a message travels as the plain tuple ``(tag, *fields)``.
-_TO_WORKER: Final[tuple[type[ToWorker], ...]] = (Run, Stop, Revoke)
+_TO_WORKER: Final[tuple[type[ToWorker], ...]] = (Run, Stop)
 _TO_COORDINATOR: Final[tuple[type[ToCoordinator], ...]] = (
     Ready,
     InitFailed,
     Progress,
     Done,
     ShutdownFailed,
-    Revoked,
 )
 _TAGS: Final[dict[type, int]] = {
     kind: tag for kinds in (_TO_WORKER, _TO_COORDINATOR) for tag, kind in enumerate(kinds)

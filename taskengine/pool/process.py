@@ -12,14 +12,19 @@ import enum
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from taskengine import models
-from taskengine.pool import messages, worker_main
+from taskengine.pool import ledger, messages, worker_main
 
-__all__ = ["KillReason", "WorkerProcess", "WorkerState"]
+__all__ = ["LEDGER_TIMEOUT", "KillReason", "WorkerProcess", "WorkerState"]
+
+#: Longest wait for a worker's ledger lock (the worker holds it for a few microseconds; one
+#: stopped by a signal while holding it would hold it until it runs again).
+LEDGER_TIMEOUT = 0.05
 
 
 class WorkerState(enum.Enum):
@@ -54,9 +59,10 @@ class WorkerProcess:
         self.conn: Connection = parent_conn
         self.conn_fd: int = parent_conn.fileno()
         self._lifeline: Connection = lifeline_writer
+        self.ledger = ledger.RevocationLedger()
         self.process: Any = mp_context.Process(  # type: ignore[attr-defined]
             target=worker_main.run_worker,
-            args=(child_conn, lifeline_reader, config),
+            args=(child_conn, lifeline_reader, config, self.ledger),
             name=f"taskengine-worker[{config.task_type}]",
             daemon=False,
         )
@@ -78,11 +84,12 @@ class WorkerProcess:
         # Bytes of those sent attempts (``_run_bytes``), kept as they change: not summed per send.
         self.sent_bytes = 0
         self.assigned = 0
-        # Revokes sent to this worker and not answered yet, oldest first (the answers come
-        # back in order): how many attempts each asked for, and the worker they are meant for.
-        self.revoke_requests: collections.deque[tuple[int, WorkerProcess]] = collections.deque()
-        # Attempts asked back from other workers for this one (``revoke_requests`` there).
-        self.expecting = 0
+        # The number (``Run.seq``) each sent attempt got, by task id; the last number given.
+        self.seq_of: dict[str, int] = {}
+        self.last_seq = 0
+        # Attempts taken back while in the pipe (number, bytes): the worker reads and skips
+        # them, so their bytes count against the pipe until it has read past them.
+        self.taken_back: collections.deque[tuple[int, int]] = collections.deque()
         self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None
         self.deadline: float | None = None
@@ -108,14 +115,38 @@ class WorkerProcess:
             waiting = len(self.queue)
         else:
             return 0
-        return max(0, waiting - sum(most for most, _ in self.revoke_requests))
+        return max(0, waiting)
 
     def load(self) -> int:
-        """Attempts waiting for this worker (its own and those on their way), less one if idle.
+        """Attempts waiting for this worker, less one if idle.
 
         Idle counts as one less than busy with nothing queued: it could start one at once.
         """
-        return self.unstarted() + self.expecting - (self.state is not WorkerState.BUSY)
+        return self.unstarted() - (self.state is not WorkerState.BUSY)
+
+    def take_back(
+        self, most: int, size: Callable[[models.BackgroundTask], int]
+    ) -> list[models.BackgroundTask]:
+        """Take up to ``most`` sent attempts that have not started back from the pipe.
+
+        Newest first; the worker skips them.  They leave the queue here, and their bytes
+        (``size``) stay counted in ``taken_back`` until the worker has read past them.
+        """
+        sent = list(self.queue)[1 : self.sent]  # the head is running (or about to)
+        by_seq = {self.seq_of[task.id]: task for task in sent}
+        taken = self.ledger.take_back(sorted(by_seq, reverse=True), most, LEDGER_TIMEOUT)
+        tasks = [by_seq[seq] for seq in taken]
+        for seq, task in zip(taken, tasks, strict=True):
+            self.queue.remove(task)
+            self.sent -= 1
+            del self.seq_of[task.id]
+            self.taken_back.append((seq, size(task)))
+        return tasks
+
+    def read_past(self, seq: int) -> None:
+        """The worker reported attempt ``seq``: it has read every attempt numbered before it."""
+        while self.taken_back and self.taken_back[0][0] < seq:
+            self.sent_bytes -= self.taken_back.popleft()[1]
 
     def holds(self, task_id: str) -> bool:
         """Whether ``task_id`` is running or prefetched here."""
@@ -165,6 +196,7 @@ class WorkerProcess:
         for conn in (self.conn, self._lifeline):
             with contextlib.suppress(OSError):
                 conn.close()
+        self.ledger.close()
         code: int | None = self.process.exitcode
         with contextlib.suppress(ValueError):
             self.process.close()

@@ -504,8 +504,6 @@ class Reactor:
                 self._fail(worker.queue.popleft(), message.error)
             self._release_queued(worker)
             worker.state = State.STOPPING
-        elif isinstance(message, messages.Revoked):
-            self._on_revoked(worker, each, message)
         elif isinstance(message, messages.ShutdownFailed):
             log.error(
                 "shutdown method of a %r worker (pid %s) raised %s: %s",
@@ -535,6 +533,7 @@ class Reactor:
         worker.queue.popleft()
         worker.sent -= 1
         worker.sent_bytes -= _run_bytes(task)
+        worker.read_past(worker.seq_of.pop(task.id, 0))
         each.record_run_time(done.run_seconds)
         worker.tasks_done += 1
         each.tasks_done += 1
@@ -559,6 +558,9 @@ class Reactor:
             return  # the pipe is broken: the unsent attempts went back, the exit is on its way
         head = worker.task
         if head is None:
+            # An idle worker reads (and skips) whatever was taken back from its pipe at once.
+            worker.taken_back.clear()
+            worker.sent_bytes = 0
             worker.state = State.IDLE
             worker.idle_since = time.monotonic()
             worker.run_started_at = worker.deadline = None
@@ -586,10 +588,11 @@ class Reactor:
         then long ones) can leave attempts queued behind a long one while another worker of
         the type has nothing to do.  A worker then takes half the difference from the worker
         with the most attempts waiting: those still held here move at once; those already in
-        the busy worker's pipe are asked back with a Revoke, and go out when the answer comes
-        (:meth:`_on_revoked`).  An idle worker always takes; a busy one only when the
-        difference is worth more than ``pool.PREFETCH_BUDGET`` of work at the type's mean run
-        time, so a stream of short attempts does not churn.
+        the busy worker's pipe are taken back through its revocation ledger (``ledger.py``),
+        which needs nothing from the busy worker, however its handler holds the GIL.  An idle
+        worker always takes; a busy one only when the difference is worth more than
+        ``pool.PREFETCH_BUDGET`` of work at the type's mean run time, so a stream of short
+        attempts does not churn.
         """
         for each in self._pools.values():
             thieves = [
@@ -617,43 +620,10 @@ class Reactor:
         # Attempts not sent yet sit at the back of the queue (all of a starting worker's).
         unsent = len(donor.queue) - (donor.sent if donor.ready else 0)
         moved = [donor.queue.pop() for _ in range(min(take, unsent))]
+        if len(moved) < take and donor.ready:
+            moved += donor.take_back(take - len(moved), _run_bytes)
         for task in reversed(moved):
             self._move(task, donor, thief)
-        most = take - len(moved)
-        if most and donor.send(messages.Revoke(most)):
-            donor.revoke_requests.append((most, thief))
-            thief.expecting += most
-
-    def _on_revoked(
-        self, worker: process.WorkerProcess, each: pool.WorkerPool, revoked: messages.Revoked
-    ) -> None:
-        """A worker gave back prefetched attempts: to the worker they were asked back for."""
-        thief: process.WorkerProcess | None = None
-        if worker.revoke_requests:
-            most, thief = worker.revoke_requests.popleft()
-            thief.expecting -= most
-        # The head counts too: when the answer crosses the Done of the attempt before it,
-        # the loop already took the revoked attempt for the one running.
-        was_head = bool(worker.queue) and worker.queue[0].id in revoked.task_ids
-        for task_id in reversed(revoked.task_ids):
-            found = next((t for t in worker.queue if t.id == task_id), None)
-            if found is None:
-                continue  # not held here (a confused worker): nothing to move
-            worker.queue.remove(found)
-            worker.sent -= 1
-            worker.sent_bytes -= _run_bytes(found)
-            targets = [w for w in each.workers if w is not worker and each.depth(w) > 0]
-            if thief in targets:
-                targets = [thief]
-            if self._stop_deadline is not None or not targets:
-                worker.assigned -= 1
-                worker.terminate_on_start.discard(task_id)
-                self._release(found)
-                self._dirty = True
-                continue
-            self._move(found, worker, min(targets, key=lambda w: w.load()))
-        if was_head and worker.state is State.BUSY:
-            self._begin_head(worker, each)  # what it really runs now, or idle
 
     def _move(
         self, task: models.BackgroundTask, donor: process.WorkerProcess, to: process.WorkerProcess
@@ -671,6 +641,8 @@ class Reactor:
             self._release(worker.queue.popleft())
         worker.sent = 0
         worker.sent_bytes = 0
+        worker.taken_back.clear()
+        worker.seq_of.clear()
 
     def _should_recycle(self, worker: process.WorkerProcess, each: pool.WorkerPool) -> bool:
         spec = each.spec
@@ -889,11 +861,14 @@ class Reactor:
             size = _run_bytes(task)
             if worker.sent and worker.sent_bytes + size > pool.PREFETCH_BYTES:
                 return True
-            if not worker.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob)):
+            seq = worker.last_seq + 1
+            run = messages.Run(task.id, task.type, task.attempts, task.payload_blob, seq)
+            if not worker.send(run):
                 while len(worker.queue) > worker.sent:
                     self._release(worker.queue.pop())
                 worker.state = State.KILLED  # takes no more attempts; its exit is on its way
                 return False
+            worker.last_seq = worker.seq_of[task.id] = seq
             worker.sent += 1
             worker.sent_bytes += size
         return True

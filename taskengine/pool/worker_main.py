@@ -10,7 +10,6 @@ lifeline pipe (whose other end only the coordinator holds) reports EOF, even mid
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import importlib
 import inspect
@@ -27,6 +26,7 @@ from typing import Any
 import attrs
 
 from taskengine import codec, context, models
+from taskengine.pool import ledger as ledger_
 from taskengine.pool import messages
 
 __all__ = [
@@ -41,10 +41,6 @@ __all__ = [
 
 #: Exit status of a worker whose coordinator disappeared.
 ORPHAN_EXIT_CODE = 70
-#: Seconds between two looks at the pipe for a Revoke while an attempt runs.  An idle worker
-#: waits about this long (plus a GIL switch interval under a CPU-bound handler) for attempts
-#: prefetched behind a long one; the look costs a few microseconds.
-REVOKE_POLL = 0.002
 
 
 @attrs.frozen(kw_only=True)
@@ -82,21 +78,18 @@ def _watch_lifeline(lifeline: Connection) -> None:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        config: WorkerConfig,
+        ledger: ledger_.RevocationLedger | None = None,
+    ) -> None:
         self.conn = conn
         self.config = config
+        self.ledger = ledger
         self.send_lock = threading.Lock()
         self.handler: Callable[[Any], Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        # Messages read from the pipe and not acted on yet: prefetched Runs (and a Stop).
-        self.pending: collections.deque[messages.Run | messages.Stop] = collections.deque()
-        # Held by whichever thread reads the pipe: the main thread between attempts, the
-        # watcher thread (``watch_pipe``) while one runs.
-        self.read_lock = threading.Lock()
-        self.running = False
-        self.watching = False
-        # Set while attempts run; the watcher parks on it while the worker is idle.
-        self.busy = threading.Event()
 
     def send(self, message: messages.ToCoordinator) -> None:
         with self.send_lock:  # a large blob's two frames go out together
@@ -144,88 +137,20 @@ class _Worker:
 
     def serve(self) -> None:
         while True:
-            message = self.next_message()
-            if message is None:
+            try:
+                message = messages.receive_to_worker(self.conn)
+            except (EOFError, OSError):
                 return  # the coordinator is gone: exit without a shutdown handshake
             if isinstance(message, messages.Stop):
                 self.shutdown()
                 return
-            self.running = True
-            if not self.busy.is_set():
-                self.busy.set()  # wake the pipe watcher (it parks while the worker is idle)
-            try:
-                done = self.run(message)
-            finally:
-                self.running = False
+            if self.ledger is not None and not self.ledger.start(message.seq):
+                continue  # taken back by the coordinator: it runs on another worker
+            done = self.run(message)
             try:
                 self.send(done)
             except OSError:
                 return  # the coordinator is gone
-
-    def next_message(self) -> messages.Run | messages.Stop | None:
-        """The next Run (or Stop) to act on; None once the coordinator is gone.
-
-        Everything already in the pipe is read first, so a Revoke sent after prefetched
-        attempts is answered before the next of them starts.
-        """
-        with self.read_lock:
-            try:
-                self.read_available()
-                while not self.pending:
-                    self.take(messages.receive_to_worker(self.conn))
-            except (EOFError, OSError):
-                return None
-            return self.pending.popleft()
-
-    def read_available(self) -> None:
-        """File every message already in the pipe, without blocking (``read_lock`` held)."""
-        while self.conn.poll():
-            self.take(messages.receive_to_worker(self.conn))
-
-    def take(self, message: messages.ToWorker) -> None:
-        """File one message read from the pipe (``read_lock`` held)."""
-        if not isinstance(message, messages.Revoke):
-            self.pending.append(message)
-            if not self.watching:
-                # From the first attempt on, a Revoke must be answered even while an attempt
-                # runs, or an idle worker would wait for this one to finish.
-                self.watching = True
-                threading.Thread(
-                    target=self.watch_pipe, name="taskengine-revoke", daemon=True
-                ).start()
-            return
-        given: list[str] = []
-        while len(given) < message.most and self.pending:
-            last = self.pending[-1]
-            if not isinstance(last, messages.Run):
-                break
-            self.pending.pop()
-            given.append(last.task_id)
-        self.send(messages.Revoked(tuple(given)))
-
-    def watch_pipe(self) -> None:
-        """While an attempt runs, answer Revokes (and file prefetched Runs) as they come.
-
-        It looks every ``REVOKE_POLL`` seconds rather than blocking in a read, so that the
-        main thread, the pipe's reader between attempts, never waits for it.
-        """
-        while True:
-            self.busy.wait()
-            time.sleep(REVOKE_POLL)
-            if not self.running:
-                self.busy.clear()  # park until the next attempt sets it...
-                if self.running:
-                    self.busy.set()  # ...unless one started before the clear and saw it set
-                continue
-            if not self.read_lock.acquire(blocking=False):
-                continue
-            try:
-                if self.running:
-                    self.read_available()
-            except Exception:
-                return  # EOF or a broken pipe: the main thread finds out after its attempt
-            finally:
-                self.read_lock.release()
 
 
 # -- what a worker does, shared with inline execution (taskengine/inline.py) ------------------
@@ -313,8 +238,16 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def run_worker(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
-    """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+def run_worker(
+    conn: Connection,
+    lifeline: Connection,
+    config: WorkerConfig,
+    ledger: ledger_.RevocationLedger | None = None,
+) -> None:
+    """Entry point of a worker process (the target of ``multiprocessing.Process``).
+
+    With a ``ledger``, the worker skips the attempts the coordinator took back from its pipe.
+    """
     # Own process group, so a timeout can kill the handler's children too (killpg).
     with contextlib.suppress(OSError):
         os.setsid()
@@ -326,7 +259,7 @@ def run_worker(conn: Connection, lifeline: Connection, config: WorkerConfig) -> 
     threading.Thread(
         target=_watch_lifeline, args=(lifeline,), name="taskengine-lifeline", daemon=True
     ).start()
-    worker = _Worker(conn, config)
+    worker = _Worker(conn, config, ledger)
     try:
         if worker.start():
             worker.serve()

@@ -88,7 +88,7 @@ def _coordinator_mid_attempt(conn: Connection, workdir: Path) -> None:
     """Take Ready, send one attempt, and close the pipe while it runs."""
     messages.receive_to_coordinator(conn)
     blob = codec.encode({"dir": str(workdir)})
-    messages.send(conn, messages.Run("t-1", "orphan", 1, blob))
+    messages.send(conn, messages.Run("t-1", "orphan", 1, blob, 1))
     _wait_for(workdir / "started")
     conn.close()
     (workdir / "closed").touch()

@@ -50,7 +50,7 @@ def test_the_most_prefetch_allowed_fits_in_a_real_worker_pipe_twice_over(
     parent, child = multiprocessing.get_context("forkserver").Pipe(duplex=True)
     try:
         os.set_blocking(parent.fileno(), False)
-        run = messages.encode(messages.Run("0" * 32, "echo", 1, b"x" * payload_bytes))
+        run = messages.encode(messages.Run("0" * 32, "echo", 1, b"x" * payload_bytes, 1))
         for _ in range(2 * _allowed(payload_bytes)):
             parent.send_bytes(run)  # BlockingIOError would mean a coordinator could block
     finally:

@@ -16,7 +16,7 @@ ERROR = models.TaskError(type="ValueError", message="bad", traceback="tb")
 @pytest.mark.parametrize(
     "message",
     [
-        messages.Run("a" * 32, "kind", 3, b"\x80\x05N."),
+        messages.Run("a" * 32, "kind", 3, b"\x80\x05N.", 1),
         messages.Stop(),
     ],
 )
@@ -44,9 +44,9 @@ def test_worker_messages_round_trip(message: messages.ToCoordinator) -> None:
 
 
 def test_the_wire_form_is_a_plain_tuple() -> None:
-    wire = pickle.loads(messages.encode(messages.Run("id", "kind", 1, b"p")))
+    wire = pickle.loads(messages.encode(messages.Run("id", "kind", 1, b"p", 7)))
     assert type(wire) is tuple
-    assert wire == (0, "id", "kind", 1, b"p")
+    assert wire == (0, "id", "kind", 1, b"p", 7)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_a_foreign_object_is_refused(garbage: bytes) -> None:
 def test_a_coordinator_message_is_not_a_worker_message() -> None:
     # Tags are per direction: a Run read by the coordinator would be a Ready, so lengths differ.
     with pytest.raises(TypeError):
-        messages.decode_to_coordinator(messages.encode(messages.Run("id", "kind", 1, b"p")))
+        messages.decode_to_coordinator(messages.encode(messages.Run("id", "kind", 1, b"p", 1)))
 
 
 @pytest.mark.parametrize(
@@ -79,8 +79,8 @@ def test_a_blob_of_any_size_crosses_a_pipe_in_its_own_frame_or_inline(size: int)
     parent, child = multiprocessing.Pipe(duplex=True)
     try:
         blob = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-        messages.send(parent, messages.Run("id", "kind", 2, blob))
-        assert messages.receive_to_worker(child) == messages.Run("id", "kind", 2, blob)
+        messages.send(parent, messages.Run("id", "kind", 2, blob, 1))
+        assert messages.receive_to_worker(child) == messages.Run("id", "kind", 2, blob, 1)
         messages.send(child, messages.Done("id", blob, None, 0.5))
         assert messages.receive_to_coordinator(parent) == messages.Done("id", blob, None, 0.5)
         messages.send(child, messages.Ready(7))  # the next message is read as such
