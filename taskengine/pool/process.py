@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -93,6 +94,8 @@ class WorkerProcess:
         self.terminate_on_start: set[str] = set()
         self.run_started_at: float | None = None
         self.deadline: float | None = None
+        # The execution deadline on the engine's clock, when that clock is injected (FakeClock).
+        self.clock_deadline: datetime | None = None
         self.idle_since = self.started_at
         self.tasks_done = 0
         self.kill_reason: KillReason | None = None

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
 from multiprocessing.context import BaseContext
 from typing import Any, Final, TypeVar
 
@@ -86,6 +86,8 @@ class Reactor:
         self._store = store
         self._writer = task_writer
         self._clock = clock_
+        # Deadlines follow time.monotonic under the system clock, the injected clock otherwise.
+        self._real_time = isinstance(clock_, clock.SystemClock)
         self._node = node_identity
         self._mp_context = mp_context
         self._pools: dict[str, pool.WorkerPool] = {}
@@ -563,7 +565,7 @@ class Reactor:
             worker.sent_bytes = 0
             worker.state = State.IDLE
             worker.idle_since = time.monotonic()
-            worker.run_started_at = worker.deadline = None
+            worker.run_started_at = worker.deadline = worker.clock_deadline = None
             self._dirty = self._dirty or not self._planner.knows_all()
             if not each.is_current(worker) or worker.retire_after_task:
                 self._send_stop(worker)
@@ -571,7 +573,15 @@ class Reactor:
         worker.state = State.BUSY
         worker.run_started_at = time.monotonic()
         timeout = each.spec.execution_timeout
-        worker.deadline = None if timeout is None else worker.run_started_at + timeout
+        if timeout is None:
+            worker.deadline = worker.clock_deadline = None
+        elif self._real_time:
+            worker.deadline = worker.run_started_at + timeout
+        else:
+            # An injected clock (FakeClock) governs timeouts as it governs retries: advancing
+            # it past the deadline times the attempt out, and real time does not.
+            worker.deadline = None
+            worker.clock_deadline = self._clock.now() + timedelta(seconds=timeout)
         if len(worker.queue) < each.prefetch_depth():
             # A prefetch slot is free: look for work, unless the planner already knows when
             # this type has some (it then plans without a store query).
@@ -731,8 +741,7 @@ class Reactor:
                 worker.escalate()
             elif (
                 worker.state is State.BUSY
-                and worker.deadline is not None
-                and now >= worker.deadline
+                and self._timed_out(worker, now)
             ):
                 log.warning(
                     "task %s exceeded execution_timeout=%ss; killing worker %s",
@@ -754,6 +763,12 @@ class Reactor:
                 and now >= worker.idle_since + spec.idle_shutdown_timeout
             ):
                 self._send_stop(worker)
+
+    def _timed_out(self, worker: process.WorkerProcess, now: float) -> bool:
+        """Whether the attempt running on ``worker`` is past its execution deadline."""
+        if worker.deadline is not None:
+            return now >= worker.deadline
+        return worker.clock_deadline is not None and self._clock.now() >= worker.clock_deadline
 
     def _send_stop(self, worker: process.WorkerProcess) -> None:
         worker.state = State.STOPPING
