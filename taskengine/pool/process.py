@@ -23,6 +23,9 @@ from taskengine.pool import ledger, messages, worker_main
 
 __all__ = ["LEDGER_TIMEOUT", "KillReason", "WorkerProcess", "WorkerState"]
 
+#: Descriptors of the coordinator's ends of live workers' pipes, which a worker started with the
+#: fork method closes first (only the reactor thread starts and reaps workers).
+_coordinator_ends: set[int] = set()
 #: Longest wait for a worker's ledger lock (the worker holds it for a few microseconds; one
 #: stopped by a signal while holding it would hold it until it runs again).
 LEDGER_TIMEOUT = 0.05
@@ -61,9 +64,16 @@ class WorkerProcess:
         self.conn_fd: int = parent_conn.fileno()
         self._lifeline: Connection = lifeline_writer
         self.ledger = ledger.RevocationLedger()
+        # A forked child gets copies of every descriptor of the coordinator: it must close the
+        # coordinator's ends of its own and the other workers' pipes, or it would never see
+        # EOF when the coordinator dies (spawn and forkserver children inherit none of them).
+        forked = mp_context.get_start_method() == "fork"
+        inherited = (
+            (parent_conn.fileno(), lifeline_writer.fileno(), *_coordinator_ends) if forked else ()
+        )
         self.process: Any = mp_context.Process(  # type: ignore[attr-defined]
             target=worker_main.run_worker,
-            args=(child_conn, lifeline_reader, config, self.ledger),
+            args=(child_conn, lifeline_reader, config, self.ledger, inherited),
             name=f"taskengine-worker[{config.task_type}]",
             daemon=False,
         )
@@ -71,6 +81,8 @@ class WorkerProcess:
         # The child has its own copies now; closing ours makes EOF mean "the other side died".
         child_conn.close()
         lifeline_reader.close()
+        self._ends = (parent_conn.fileno(), lifeline_writer.fileno())
+        _coordinator_ends.update(self._ends)
         self.pid: int = self.process.pid
         self.sentinel: int = self.process.sentinel
         self.state = WorkerState.STARTING
@@ -196,6 +208,7 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         self.process.join(1.0)
+        _coordinator_ends.difference_update(self._ends)
         for conn in (self.conn, self._lifeline):
             with contextlib.suppress(OSError):
                 conn.close()

@@ -243,11 +243,18 @@ def run_worker(
     lifeline: Connection,
     config: WorkerConfig,
     ledger: ledger_.RevocationLedger | None = None,
+    inherited: tuple[int, ...] = (),
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
     With a ``ledger``, the worker skips the attempts the coordinator took back from its pipe.
+    ``inherited`` are the coordinator's descriptors a forked worker closes at once (the
+    coordinator's ends of the worker pipes), so that its pipes report EOF when the coordinator
+    dies.
     """
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     # Own process group, so a timeout can kill the handler's children too (killpg).
     with contextlib.suppress(OSError):
         os.setsid()

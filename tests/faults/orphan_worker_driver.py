@@ -5,6 +5,8 @@ the test reads this process's stderr from a file.
 
 Modes:
 
+* ``engine-fork``: the same with the fork start method and a second worker (of another type)
+  forked while the first runs; the first's pid moves to ``WORKDIR/worker-1.pid``.
 * ``engine``: a real coordinator.  It starts an engine on ``WORKDIR/tasks.db`` with one worker
   for "sleepy" (``sleep_and_report``) and creates one task; the handler writes its pid to
   ``WORKDIR/worker.pid`` and runs until ``WORKDIR/release`` exists, reporting progress.  The
@@ -94,11 +96,19 @@ def _coordinator_mid_attempt(conn: Connection, workdir: Path) -> None:
     (workdir / "closed").touch()
 
 
-def run_engine(workdir: Path) -> None:
-    engine = taskengine.TaskEngine(taskengine.SqliteStore(workdir / "tasks.db"))
+def run_engine(workdir: Path, start_method: str | None = None) -> None:
+    engine = taskengine.TaskEngine(
+        taskengine.SqliteStore(workdir / "tasks.db"), start_method=start_method
+    )
     engine.start()
     engine.register_handler("sleepy", MODULE, "sleep_and_report", max_worker_count=1)
     engine.create("sleepy", {"dir": str(workdir)}, retain_for=None)
+    if start_method == "fork":
+        # A second worker, forked after the first: it must not hold the first one's pipes.
+        _wait_for(workdir / "worker.pid")
+        os.replace(workdir / "worker.pid", workdir / "worker-1.pid")
+        engine.register_handler("sleepy2", MODULE, "sleep_and_report", max_worker_count=1)
+        engine.create("sleepy2", {"dir": str(workdir)}, retain_for=None)
     threading.Event().wait()  # until the test kills this process
 
 
@@ -124,5 +134,7 @@ def run_as_worker(mode: str, workdir: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "engine":
         run_engine(Path(sys.argv[2]))
+    elif sys.argv[1] == "engine-fork":
+        run_engine(Path(sys.argv[2]), "fork")
     else:
         run_as_worker(sys.argv[1], Path(sys.argv[2]))

@@ -116,3 +116,26 @@ def test_a_handler_reporting_progress_after_the_coordinator_left_finishes_quietl
     stderr = run.stderr()
     assert code in (0, ORPHAN_EXIT_CODE), stderr
     assert_quiet(stderr)
+
+
+def test_forked_workers_exit_when_their_coordinator_is_killed(
+    driver: type[Run], tmp_path: Path
+) -> None:
+    """With the fork start method a worker inherits the coordinator's memory, descriptors
+    included: it must close the coordinator's ends of its own and earlier workers' pipes, or
+    it never sees its coordinator go."""
+    run = driver("engine-fork", tmp_path)
+
+    def pids() -> tuple[int, int] | None:
+        assert run.proc.poll() is None, run.stderr()
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int((tmp_path / "worker-1.pid").read_text()), int(
+                (tmp_path / "worker.pid").read_text()
+            )
+        return None
+
+    first, second = until(pids, timeout=60)
+    run.groups.update((first, second))
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(timeout=10)
+    until(lambda: is_gone(first) and is_gone(second), timeout=10)
