@@ -269,8 +269,15 @@ class Reactor:
         return False
 
     def held_task_ids(self) -> set[str]:
-        """Ids of the attempts this reactor's workers run or hold queued (reactor thread)."""
-        return {task.id for worker in self._workers() for task in worker.queue}
+        """Ids of the claims this reactor holds (reactor thread).
+
+        The attempts its workers run or hold queued, and those whose outcome waits in the
+        batch for the store (a store that fails for longer than a lease must not see their
+        claims lapse and re-run attempts that finished here).
+        """
+        held = {task.id for worker in self._workers() for task in worker.queue}
+        held.update(change.task.id for change in self._batch if change.task is not None)
+        return held
 
     def pool_facts(self) -> dict[str, dict[str, Any]]:
         """Worker pids and states per task type (for tests and stats)."""
@@ -739,10 +746,7 @@ class Reactor:
             spec = self._pools[worker.config.task_type].spec
             if worker.kill_escalate_at is not None and now >= worker.kill_escalate_at:
                 worker.escalate()
-            elif (
-                worker.state is State.BUSY
-                and self._timed_out(worker, now)
-            ):
+            elif worker.state is State.BUSY and self._timed_out(worker, now):
                 log.warning(
                     "task %s exceeded execution_timeout=%ss; killing worker %s",
                     worker.task.id if worker.task else "?",

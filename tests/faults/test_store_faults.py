@@ -358,3 +358,24 @@ def test_ambiguous_outcome_commit_is_announced(
         assert_valid(db)
     finally:
         stop_and_check(engine)
+
+
+def test_an_outcome_held_by_an_outage_keeps_its_claim_held(
+    faulty: tuple[taskengine.TaskEngine, WriteFaults, Path], tmp_path: Path
+) -> None:
+    """The claims a node renews include attempts whose outcome waits for the store: a lease
+    must not lapse (and the attempt run again elsewhere) because the write is late."""
+    engine, faults, db = faulty
+    release = tmp_path / "release"
+    gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
+    until(lambda: statuses(db)[gate] == "processing")
+    assert gate in (engine._held_task_ids() or set())
+    faults.outage = True
+    try:
+        release.touch()  # the attempt ends: its outcome cannot be stored
+        until(lambda: engine._reactor.pool_facts()["flaky"]["tasks_done"] >= 1)  # type: ignore[union-attr]
+        assert statuses(db)[gate] == "processing"
+        assert gate in (engine._held_task_ids() or set())
+    finally:
+        faults.outage = False
+    assert engine.wait(gate, timeout=30).status is Status.SUCCESS
