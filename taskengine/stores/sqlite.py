@@ -4,6 +4,23 @@ Durability.  The file is in WAL mode.  With ``synchronous="full"`` (the default)
 returned survives a crash of the process and a power loss; ``"normal"`` survives a crash of the
 process but may lose the last transactions on a power loss, and is faster.
 
+At ``"full"`` the commits that reach the disk before they return (one fsync of the WAL each)
+are those of ``insert_many`` (a ``create`` is acknowledged only then), of ``apply`` and
+``purge_expired``, and of ``apply_and_claim`` whenever it carries a write (an outcome, a
+cancellation, a release).  A commit of claims alone (``claim_due``, or ``apply_and_claim``
+with no write) runs at ``synchronous = NORMAL``: it reaches the operating system, so it
+survives a crash of the process, but not the disk.  Losing it at power loss costs nothing
+acknowledged: the task is ``pending`` again, with its attempt count from before the claim, and
+runs again after the restart (at-least-once; the attempt that ran may run again under the same
+number).  The WAL is written in order and fsynced whole, and a frame counts only after every
+frame before it checks out, so the next durable commit (or checkpoint, which syncs the WAL
+first) takes every earlier claim to the disk too; an outcome is therefore never on the disk
+without the claim it finishes.
+
+Group commit.  Callers of ``insert_many`` on several threads share one durable commit: see
+``insert_many``; callers that queue while another durable transaction runs (the reactor's
+outcomes) ride along in it.
+
 Concurrency.  All writes go through one writer connection guarded by a lock, and each is one
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` (an explicit ``ROLLBACK`` on any error): the write lock is
 taken up front, so a transaction never fails half-way with an instant ``SQLITE_BUSY`` while
@@ -123,6 +140,11 @@ class SqliteStore:
         self._pid = os.getpid()
         self._generation = 0
         self._writer: sqlite3.Connection | None = None
+        # The writer's synchronous level as last set (None: unknown), guarded by _write_lock.
+        self._level: str | None = None
+        # Callers of insert_many waiting for a group commit, in arrival order (_pending_lock).
+        self._pending: list[_Inserts] = []
+        self._pending_lock = threading.Lock()
         self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._inherited: list[sqlite3.Connection | None] = []
         self._local = threading.local()
@@ -153,6 +175,8 @@ class SqliteStore:
                 # Forked: keep the parent's connections referenced but never use or close them.
                 self._inherited += [self._writer, *(conn for _, conn in self._readers)]
                 self._writer, self._readers = None, []
+                # Inserts queued by the parent's threads are the parent's to commit.
+                self._pending, self._pending_lock = [], threading.Lock()
             created = self._create_file()
             try:
                 writer = self._connect()
@@ -166,6 +190,7 @@ class SqliteStore:
                 if str(mode).lower() != "wal":
                     raise errors.StoreError(f"cannot open {self._path}: WAL mode refused ({mode})")
                 writer.execute(_SYNCHRONOUS[self._synchronous])
+                self._level = self._synchronous
                 # The writer touches every index on each transition: keep them in memory (the
                 # 2 MB default cache is far below the indexes of a large task table).
                 writer.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
@@ -405,26 +430,69 @@ class SqliteStore:
         return rows
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` on the writer; ``COMMIT``, or ``ROLLBACK`` on any error."""
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` on the writer; ``COMMIT``, or ``ROLLBACK`` on any error.
+
+        ``durable=False`` marks a commit that may be lost at power loss (see Durability).
+        """
         self._ensure_open()
-        with self._write_lock:
-            conn = self._writer
-            if conn is None or self._state != _OPEN:
-                raise errors.StoreError(f"cannot use {self._path}: the store is closed")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        logger.exception("ROLLBACK failed on %s", self._path)
-                if isinstance(exc, _DRIVER_ERRORS):
-                    raise errors.StoreError(f"cannot write to {self._path}: {exc}") from exc
-                raise
+        with self._write_lock, self._held_transaction(durable=durable) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _held_transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """:meth:`_transaction` for a caller that already holds ``_write_lock``.
+
+        Callers of ``insert_many`` that queued while the transaction ran ride along in a
+        durable one: their tasks go in just before ``COMMIT``, each under its own savepoint,
+        and one fsync serves them all (the reactor's outcome commits and creates on other
+        threads share it).  If the commit fails they go back to the queue, to commit alone.
+        """
+        conn = self._writer
+        if conn is None or self._state != _OPEN:
+            raise errors.StoreError(f"cannot use {self._path}: the store is closed")
+        riders: list[_Inserts] = []
+        try:
+            self._set_level(conn, "full" if durable else "normal")
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            if durable and self._pending:
+                with self._pending_lock:
+                    riders, self._pending = self._pending, []
+                for request in riders:
+                    self._insert_for(conn, request)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if riders:
+                for request in riders:
+                    request.ids, request.error = [], None
+                with self._pending_lock:
+                    self._pending[:0] = riders
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("ROLLBACK failed on %s", self._path)
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise errors.StoreError(f"cannot write to {self._path}: {exc}") from exc
+            raise
+        for request in riders:
+            request.done = True
+
+    def _set_level(self, conn: sqlite3.Connection, wanted: str) -> None:
+        """Put the writer at ``synchronous = wanted`` (never above the store's own level).
+
+        The level is switched only when it changes, so a run of claims, or of durable writes,
+        pays for no pragma.  Until a switch has succeeded the level counts as unknown, so a
+        failed switch back to FULL is tried again before the next durable commit rather than
+        leaving that commit at NORMAL.
+        """
+        if self._synchronous == "normal":
+            return
+        if self._level != wanted:
+            self._level = None
+            conn.execute(_SYNCHRONOUS[wanted])
+            self._level = wanted
 
     def _task(self, row: schema.Row) -> models.BackgroundTask:
         try:
@@ -437,33 +505,115 @@ class SqliteStore:
     def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
         """Store new tasks in one transaction; an existing idempotency key returns its task's id.
 
+        Group commit: callers on several threads at once share one durable commit.  A caller
+        queues its tasks, then takes the write lock; whoever holds it next commits every queued
+        caller's tasks in one transaction, each caller's under a savepoint of its own, so that
+        one caller's error (an id already stored) rolls back that caller's tasks alone.  A
+        caller whose tasks were committed by another finds its answer when it gets the lock.
+
         Raises:
-            StoreError: a task's id is already stored (nothing is stored), or the write failed.
+            StoreError: a task's id is already stored (nothing of this call is stored), or the
+                write failed.
         """
         if not tasks:
             return []
-        rows = [schema.to_row(task) for task in tasks]
-        ids: list[str] = []
-        with self._transaction() as conn:
-            if all(task.idempotency_key is None for task in tasks) and _bulk(
-                conn, len(rows), lambda: _insert_rows(conn, rows)
-            ):
-                return [task.id for task in tasks]
-            for task, row in zip(tasks, rows, strict=True):
-                key = task.idempotency_key
-                found = None if key is None else conn.execute(schema.ID_BY_KEY, (key,)).fetchone()
-                if found is None or conn.execute(schema.ID_EXISTS, (task.id,)).fetchone():
-                    try:
-                        conn.execute(schema.INSERT, row)
-                    except sqlite3.IntegrityError as exc:
-                        if conn.execute(schema.ID_EXISTS, (task.id,)).fetchone() is None:
-                            raise
-                        raise errors.StoreError(
-                            f"cannot insert into {self._path}: task id {task.id} exists"
-                        ) from exc
-                    ids.append(task.id)
+        request = _Inserts(tasks, [schema.to_row(task) for task in tasks])
+        self._ensure_open()
+        with self._pending_lock:
+            self._pending.append(request)
+        with self._write_lock:
+            if not request.done:
+                self._commit_inserts(request)
+        if request.error is not None:
+            raise request.error
+        return request.ids
+
+    def _commit_inserts(self, own: _Inserts) -> None:
+        """Commit every queued caller's tasks in one transaction (``_write_lock`` is held).
+
+        Each caller's answer (ids or error) is left on its request.  Requests leave the queue
+        only under the write lock and are answered before it is released, so a caller that
+        finds its request unanswered when it holds the lock finds it still queued.
+        """
+        with self._pending_lock:
+            group, self._pending = self._pending, []
+        try:
+            with self._held_transaction() as conn:
+                if len(group) == 1:  # the usual, single caller: no savepoint to pay for
+                    own.ids = self._insert_tasks(conn, own.tasks, own.rows)
                 else:
-                    ids.append(found[0])
+                    for request in group:
+                        self._insert_for(conn, request)
+        except Exception as exc:
+            # Nothing of the transaction is stored: every caller in it gets the error, each
+            # its own instance (they are raised on different threads).
+            for request in group:
+                request.ids = []
+                if request is own:
+                    request.error = exc
+                else:
+                    request.error = errors.StoreError(str(exc))
+                    request.error.__cause__ = exc
+        except BaseException:
+            # KeyboardInterrupt and the like belong to this caller alone: the others go back
+            # to the queue, for the next holder of the write lock.
+            others = [request for request in group if request is not own]
+            for request in others:
+                request.ids, request.error = [], None
+            with self._pending_lock:
+                self._pending[:0] = others
+            raise
+        for request in group:
+            request.done = True
+
+    def _insert_for(self, conn: sqlite3.Connection, request: _Inserts) -> None:
+        """One caller's share of a group commit, under its own savepoint."""
+        conn.execute("SAVEPOINT caller")
+        try:
+            request.ids = self._insert_tasks(conn, request.tasks, request.rows)
+        except Exception as exc:
+            if not conn.in_transaction:
+                raise  # SQLite ended the whole transaction (I/O error, disk full): all fail
+            conn.execute("ROLLBACK TO caller")
+            request.ids = []
+            if isinstance(exc, _DRIVER_ERRORS):
+                request.error = errors.StoreError(f"cannot write to {self._path}: {exc}")
+                request.error.__cause__ = exc
+            else:
+                request.error = exc
+        conn.execute("RELEASE caller")
+
+    def _insert_tasks(
+        self,
+        conn: sqlite3.Connection,
+        tasks: Sequence[models.BackgroundTask],
+        rows: Sequence[tuple[object, ...]],
+    ) -> list[str]:
+        """Insert one caller's tasks in the open transaction and return their ids."""
+        if all(task.idempotency_key is None for task in tasks):
+            if len(rows) == 1:
+                # A statement that fails undoes only itself: one row needs no savepoint.
+                with contextlib.suppress(sqlite3.IntegrityError):
+                    conn.execute(schema.INSERT, rows[0])
+                    return [tasks[0].id]
+            elif _bulk(conn, len(rows), lambda: _insert_rows(conn, rows)):
+                return [task.id for task in tasks]
+        ids: list[str] = []
+        for task, row in zip(tasks, rows, strict=True):
+            key = task.idempotency_key
+            found = None if key is None else conn.execute(schema.ID_BY_KEY, (key,)).fetchone()
+            if found is None or conn.execute(schema.ID_EXISTS, (task.id,)).fetchone():
+                try:
+                    conn.execute(schema.INSERT, row)
+                except sqlite3.IntegrityError as exc:
+                    if conn.execute(schema.ID_EXISTS, (task.id,)).fetchone() is None:
+                        raise
+                    raise errors.StoreError(
+                        f"cannot insert into {self._path}: task id {task.id} exists"
+                    ) from exc
+                ids.append(task.id)
+            else:
+                ids.append(found[0])
         return ids
 
     def get(self, task_id: str) -> models.BackgroundTask | None:
@@ -525,13 +675,16 @@ class SqliteStore:
         now: datetime,
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
-        """Fenced writes, then claims, in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
+        """Fenced writes, then claims, in one ``BEGIN IMMEDIATE`` transaction (one commit).
+
+        A commit of claims alone is not made durable on its own (see Durability).
+        """
         statements = [_write_statement(write) for write in writes]
         wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
         if not statements and not wanted:
             return [], [[] for _ in claims]
         now_ms = clock.to_millis(now)
-        with self._transaction() as conn:
+        with self._transaction(durable=bool(statements)) as conn:
             applied = _apply_statements(conn, statements)
             claimed: list[list[models.BackgroundTask]] = []
             for task_type, limit in claims:
@@ -791,3 +944,18 @@ def _write_statement(write: base.Write) -> tuple[str, tuple[object, ...]]:
     if write.expected_attempts is not None:
         params += (write.expected_attempts,)
     return schema.DELETE[fence], params
+
+
+class _Inserts:
+    """One caller of ``insert_many`` waiting for a group commit, and its answer."""
+
+    __slots__ = ("done", "error", "ids", "rows", "tasks")
+
+    def __init__(
+        self, tasks: Sequence[models.BackgroundTask], rows: list[tuple[object, ...]]
+    ) -> None:
+        self.tasks = tasks
+        self.rows = rows
+        self.ids: list[str] = []
+        self.error: BaseException | None = None
+        self.done = False  # answered (ids or error); read and written under _write_lock
