@@ -224,14 +224,23 @@ _DUE: Final = (
 SELECT_DUE: Final = f"SELECT {_SELECT_LIST}, rowid{_DUE}"
 #: Only their rowids (a covering read of tasks_due).
 DUE_ROWIDS: Final = f"SELECT rowid{_DUE}"
+#: Payloads at least this long are not returned by ``CLAIM_DUE``: RETURNING stages each value
+#: it returns (a copy held until the statement is reset) and the driver copies it once more,
+#: while ``sqlite3.Blob.read`` fills the Python bytes straight from the pages.
+LARGE_BLOB: Final = 1 << 20
+#: ``COLUMNS`` with the payload NULL when it is large (the column itself is NOT NULL).
+_LIGHT_LIST: Final[LiteralString] = _SELECT_LIST.replace(
+    "payload,", f"CASE WHEN length(payload) < {LARGE_BLOB} THEN payload END,", 1
+)
 #: ``transitions.claim`` in SQL, on the tasks that ``DUE_ROWIDS`` selects, returning their new
-#: rows, each ending with its rowid.  It must change exactly what ``transitions.claim`` does
+#: rows, each ending with its rowid; a large payload comes back NULL (``LARGE_BLOB``), for
+#: the caller to read by rowid.  It must change exactly what ``transitions.claim`` does
 #: (``tests/contract/test_sqlite_store.py`` compares them).  Parameters: the claim's node and
 #: now (ms), then those of ``DUE_ROWIDS``.
 CLAIM_DUE: Final = (
     "UPDATE tasks SET status = 'processing', attempts = attempts + 1, node_identity = ?,"  # noqa: S608 -- constants only
     " date_next_process = NULL, date_modified = ?, progress = NULL"
-    f" WHERE rowid IN ({DUE_ROWIDS}) RETURNING {_SELECT_LIST}, rowid"
+    f" WHERE rowid IN ({DUE_ROWIDS}) RETURNING {_LIGHT_LIST}, rowid"
 )
 #: The earliest due time of a pending task of a type.
 NEXT_DUE: Final = (

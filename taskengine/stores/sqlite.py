@@ -719,7 +719,7 @@ class SqliteStore:
         if len(rows) != len(order):  # one transaction holds both: this cannot happen
             raise errors.StoreError(f"the claim in {self._path} changed while it ran")
         rows.sort(key=lambda row: order[row[-1]])
-        return [self._task(row) for row in rows]
+        return [self._task(row if row[3] is not None else _with_payload(conn, row)) for row in rows]
 
     def _claim_each(
         self,
@@ -867,6 +867,17 @@ def _bulk(conn: sqlite3.Connection, expected: int, run: Callable[[], object]) ->
         conn.execute("ROLLBACK TO bulk")
     conn.execute("RELEASE bulk")
     return applied
+
+
+def _with_payload(conn: sqlite3.Connection, row: schema.Row) -> schema.Row:
+    """``row`` (ending with its rowid) with its large payload read in (``schema.CLAIM_DUE``).
+
+    ``Blob.read`` copies the pages straight into the one ``bytes`` it returns: no SQLite value
+    and no staged RETURNING copy of the payload is made on the way.
+    """
+    with conn.blobopen("tasks", "payload", row[-1], readonly=True) as blob:
+        payload = blob.read()
+    return (*row[:3], payload, *row[4:])
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
