@@ -141,6 +141,7 @@ class TaskEngine:
         self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
         self._watcher = publishing.Watcher(self._store, self._publisher, self._writer.barrier)
+        self._status_reader = self._store if isinstance(self._store, base.StatusReader) else None
         self._ids = ids.IdGenerator()
         self._reactor: reactor.Reactor | inline.InlineRunner
         if execution == "inline":
@@ -507,10 +508,8 @@ class TaskEngine:
 
     def _visible(self, task_id: object) -> models.BackgroundTask | None:
         checked = validation.check_task_id(task_id)
-        try:
-            checked.encode()
-        except UnicodeEncodeError:
-            return None  # a lone surrogate: no store can hold such an id (SQL text is UTF-8)
+        if not _encodable(checked):
+            return None
         task = self._store.get(checked)
         if task is None:
             return None
@@ -568,6 +567,13 @@ class TaskEngine:
         Raises:
             TaskNotFoundError: the id is unknown.
         """
+        if self._status_reader is not None and _encodable(task_id):
+            # Most tasks waited for have not finished yet: learn that without reading the
+            # task whole (its payload may be large, and the store may copy it out).  Anything
+            # else (gone, finished, retained) takes the full read below.
+            found = self._status_reader.status_of(task_id)
+            if found is not None and not found[0].is_final and found[1] is None:
+                return None
         task = self._visible(task_id)
         if task is None:
             # A task that just finished with retain_for=0 is deleted by the same commit that
@@ -742,6 +748,15 @@ class TaskEngine:
 
     def _terminate_here(self, task_id: str) -> None:
         self._reactor.submit(lambda: self._reactor.terminate(task_id))
+
+
+def _encodable(task_id: str) -> bool:
+    """Whether a store can hold ``task_id``: a lone surrogate has no UTF-8 form (SQL text)."""
+    try:
+        task_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _announced(task_id: str, box: list[models.BackgroundTask | None]) -> models.BackgroundTask:

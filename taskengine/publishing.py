@@ -375,6 +375,7 @@ class Watcher:
         self._publisher = publisher
         self._barrier = barrier
         self._detector = store if isinstance(store, base.ChangeDetector) else None
+        self._status = store if isinstance(store, base.StatusReader) else None
         self._lock = threading.Lock()
         self._watched: dict[str, _Watched] = {}
         self._fresh: set[str] = set()
@@ -487,6 +488,12 @@ class Watcher:
     def _read_finished(self, ids: Iterable[str]) -> list[tuple[str, models.BackgroundTask | None]]:
         found: list[tuple[str, models.BackgroundTask | None]] = []
         for task_id in ids:
+            if self._status is not None:
+                # An unfinished task (the usual answer) is not read whole: its payload may be
+                # large, and a store may copy it out to answer get().
+                status = self._status.status_of(task_id)
+                if status is not None and not status[0].is_final:
+                    continue
             task = self._store.get(task_id)
             if task is None or task.status.is_final:
                 found.append((task_id, task))

@@ -27,6 +27,7 @@ __all__ = [
     "ChangeDetector",
     "Delete",
     "SharedTaskStore",
+    "StatusReader",
     "StoreCapabilities",
     "TaskCount",
     "TaskStore",
@@ -218,6 +219,24 @@ class TaskStore(Protocol):
           decodes payloads or results.  An SQL store answers it with one ``GROUP BY type,
           status`` statement filtered by ``date_retain_until IS NULL OR date_retain_until >
           now`` and binds ``now`` as a parameter.
+        """
+        ...
+
+
+@runtime_checkable
+class StatusReader(Protocol):
+    """An optional store method: whether a task is finished, without reading its blobs.
+
+    ``wait`` and the engine's watcher look at a task to learn whether it has finished, and most
+    often it has not; a store whose ``get`` copies the task's payload (SqliteStore reads it
+    out of the file) lets them skip that copy.  A store without it has ``get`` called instead.
+    """
+
+    def status_of(self, task_id: str) -> tuple[models.TaskStatus, datetime | None] | None:
+        """The task's status and ``date_retain_until``, or None when no such task is stored.
+
+        Raises:
+            StoreError: the read failed.
         """
         ...
 

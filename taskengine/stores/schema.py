@@ -7,7 +7,9 @@ every value from the caller is a bound parameter.
 
 Layout: one ``tasks`` table (a STRICT rowid table: payloads can be large, which suits rowid
 tables better than WITHOUT ROWID).  Dates are INTEGER milliseconds since the Unix epoch (UTC),
-payloads and results the task's blobs byte for byte, the error its JSON form as text.  The
+payloads and results the task's blobs byte for byte, the error its JSON form as text; a payload
+or result of ``LARGE_BLOB`` bytes or more is kept in the ``task_blobs`` table instead, its
+column holding an empty marker (``BLOBS_DDL``).  The
 schema version is ``PRAGMA user_version``.  ``to_row``/``from_row`` convert between tasks and
 rows in ``COLUMNS`` order.
 
@@ -47,6 +49,7 @@ from typing import Any, Final, LiteralString
 from taskengine import clock, cursor, jsonform, models
 
 __all__ = [
+    "BLOBS_DDL",
     "COLUMNS",
     "DDL",
     "DELETE_IDS",
@@ -68,8 +71,9 @@ Row = tuple[Any, ...]
 
 #: The schema version this code writes and understands (``PRAGMA user_version``).
 #: Version 2 added the ``schedules`` table (see the schedules block at the end); version 3
-#: made the query-page indexes leave out processing tasks (``LISTING_INDEXES``).
-SCHEMA_VERSION: Final = 3
+#: made the query-page indexes leave out processing tasks (``LISTING_INDEXES``); version 4 added
+#: the ``task_blobs`` table of large payloads and results (``BLOBS_DDL``).
+SCHEMA_VERSION: Final = 4
 
 #: Column order of every SELECT and INSERT (``SqliteStore`` converts rows in this order).
 COLUMNS: Final[tuple[LiteralString, ...]] = (
@@ -209,6 +213,8 @@ def delete_fenced_sql(ids: int) -> str:
 
 #: One task by id.
 SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = ?"  # noqa: S608 -- constants only
+#: One task's status and retention end (no blob is read).
+SELECT_STATUS: Final = "SELECT status, date_retain_until FROM tasks WHERE id = ?"
 #: Whether an id is taken.
 ID_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = ?"
 #: The id of the task holding an idempotency key.
@@ -224,9 +230,11 @@ _DUE: Final = (
 SELECT_DUE: Final = f"SELECT {_SELECT_LIST}, rowid{_DUE}"
 #: Only their rowids (a covering read of tasks_due).
 DUE_ROWIDS: Final = f"SELECT rowid{_DUE}"
-#: Payloads at least this long are not returned by ``CLAIM_DUE``: RETURNING stages each value
-#: it returns (a copy held until the statement is reset) and the driver copies it once more,
-#: while ``sqlite3.Blob.read`` fills the Python bytes straight from the pages.
+#: Payloads and results at least this long are stored out of the row, in ``task_blobs``
+#: (``BLOBS_DDL``).  A payload this long that a file of schema version 3 still holds in its row
+#: is not returned by ``CLAIM_DUE`` either: RETURNING stages each value it returns (a copy held
+#: until the statement is reset) and the driver copies it once more, while
+#: ``sqlite3.Blob.read`` fills the Python bytes straight from the pages.
 LARGE_BLOB: Final = 1 << 20
 #: ``COLUMNS`` with the payload NULL when it is large (the column itself is NOT NULL).
 _LIGHT_LIST: Final[LiteralString] = _SELECT_LIST.replace(
@@ -488,6 +496,61 @@ def from_row(row: Row) -> models.BackgroundTask:
     )
 
 
+# -- large blobs (added in schema version 4) ---------------------------------------------
+# A payload or result of ``LARGE_BLOB`` bytes or more lives in ``task_blobs``, and its column
+# in ``tasks`` holds an empty blob, the marker.  A row write that carries a blob costs SQLite
+# two copies of it at once (the driver's bound copy and the whole record it builds), and any
+# later UPDATE of the row rewrites the record again; a blob that is the last column of a row of
+# its own is inserted as ``zeroblob(n)`` (no copy) and filled, and read, in place through
+# ``sqlite3.Blob``.  An empty marker with no ``task_blobs`` row is a genuinely empty value.
+
+#: Statements that create the large-blob table and its trigger (a new file, the 3 -> 4 upgrade).
+BLOBS_DDL: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE task_blobs (
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('payload', 'result')),
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, kind)
+    ) STRICT
+    """,
+    # Every way a task row goes (an outcome's delete, a purge, a fenced delete) takes its
+    # blobs with it in the same statement.  The WHEN clause spares the blob index a lookup on
+    # the delete of a task without a marker, the usual task.
+    """
+    CREATE TRIGGER tasks_delete_blobs AFTER DELETE ON tasks
+    WHEN old.payload = x'' OR old.result = x''
+    BEGIN
+        DELETE FROM task_blobs WHERE task_id = old.id;
+    END
+    """,
+)
+#: Add an empty large blob of one task, to be filled in place.  Parameters: task id, kind,
+#: length.  A stale blob of the same kind is replaced.
+INSERT_BLOB: Final = (
+    "INSERT OR REPLACE INTO task_blobs (task_id, kind, data) VALUES (?, ?, zeroblob(?))"
+)
+#: Forget one large blob of a task.  Parameters: task id, kind.
+DELETE_BLOB: Final = "DELETE FROM task_blobs WHERE task_id = ? AND kind = ?"
+#: The rowids of a task's large blobs, by kind.  Parameter: task id.
+BLOB_ROWIDS: Final = "SELECT kind, rowid FROM task_blobs WHERE task_id = ?"
+#: Whether any task has a large blob (one step into the table's B-tree).
+ANY_BLOB: Final = "SELECT 1 FROM task_blobs LIMIT 1"
+
+
+@functools.lru_cache(maxsize=64)
+def blobs_of_sql(ids: int) -> str:
+    """Whether any of ``ids`` tasks (1 to ``DELETE_IDS``) has a large blob; parameters: the ids."""
+    if not 1 <= ids <= DELETE_IDS:
+        raise ValueError(f"a lookup carries 1 to {DELETE_IDS} ids, not {ids}")
+    marks = ", ".join(["?"] * ids)
+    return f"SELECT 1 FROM task_blobs WHERE task_id IN ({marks}) LIMIT 1"  # noqa: S608 -- constants only
+
+
+#: The blob column index in ``COLUMNS`` of each kind.
+BLOB_COLUMNS: Final = {"payload": 3, "result": 4}
+
+
 # -- schedules (TaskScheduler; added in schema version 2) -----------------------------------
 # One row per schedule id: the fingerprint of its times, its pending slots (JSON list of
 # integer milliseconds or null) and the earliest of them, on which firings compare-and-set.
@@ -509,6 +572,8 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # Rebuilds the query-page indexes: on a large table this makes the first open() of the
     # new version take a while (1.4 s for 200,000 tasks on a 2-core VM), once.
     2: (*(f"DROP INDEX IF EXISTS {name}" for name in LISTING_NAMES), *LISTING_INDEXES),
+    # Additive: the values already in the tasks table stay there and are read as before.
+    3: BLOBS_DDL,
 }
 #: One schedule's id, times_key and slots.
 SELECT_SCHEDULE: Final = "SELECT id, times_key, slots FROM schedules WHERE id = ?"

@@ -74,6 +74,14 @@ T = TypeVar("T")
 
 #: Page cache of the writer connection, in KiB.
 _WRITER_CACHE_KIB: Final = 65536
+#: The writer's page cache while it writes, reads or deletes a large blob (``schema.LARGE_BLOB``):
+#: the blob's pages would otherwise fill the whole cache above, up to 64 MiB held by the
+#: process for as long as it runs.
+_BLOB_CACHE_KIB: Final = 1024
+#: Bytes written to a large blob per ``Blob.write`` call.
+_BLOB_CHUNK: Final = 1 << 20
+#: (kind, the value to store out of the row, or None to remove a stale one) per blob column.
+_BlobWrites = tuple[tuple[str, bytes | None], ...]
 _SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 #: Errors of the driver (binding included) that become ``StoreError``.
 _DRIVER_ERRORS: Final = (sqlite3.Error, OverflowError, UnicodeEncodeError)
@@ -198,7 +206,7 @@ class SqliteStore:
                 try:
                     version = self._check_schema(writer)
                     if version == 0:
-                        for statement in (*schema.DDL, *schema.SCHEDULES_DDL):
+                        for statement in (*schema.DDL, *schema.SCHEDULES_DDL, *schema.BLOBS_DDL):
                             writer.execute(statement)
                         writer.execute(f"PRAGMA user_version = {int(schema.SCHEMA_VERSION)}")
                     elif version < schema.SCHEMA_VERSION:
@@ -429,6 +437,28 @@ class SqliteStore:
             raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
         return rows
 
+    def _fetch_tasks(
+        self, sql: str, params: Sequence[object] | Mapping[str, object]
+    ) -> list[models.BackgroundTask]:
+        """Run one read statement of task rows and return their tasks, large blobs read in.
+
+        A page with a marked row (``schema.BLOBS_DDL``) is read again in a read transaction,
+        with its blobs, so that rows and blobs come from one snapshot; a page without one (the
+        usual page) costs one statement, as before.
+        """
+        conn = self._reader()
+        try:
+            rows = conn.execute(sql, params).fetchall()
+            if any(_has_marker(row) for row in rows):
+                conn.execute("BEGIN")
+                try:
+                    rows = [_filled(conn, row) for row in conn.execute(sql, params).fetchall()]
+                finally:
+                    conn.execute("COMMIT")  # a read transaction: ends the snapshot
+        except _DRIVER_ERRORS as exc:
+            raise errors.StoreError(f"cannot read {self._path}: {exc}") from exc
+        return [self._task(row) for row in rows]
+
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` on the writer; ``COMMIT``, or ``ROLLBACK`` on any error.
@@ -517,7 +547,7 @@ class SqliteStore:
         """
         if not tasks:
             return []
-        request = _Inserts(tasks, [schema.to_row(task) for task in tasks])
+        request = _Inserts(tasks, [_marked(schema.to_row(task)) for task in tasks])
         self._ensure_open()
         with self._pending_lock:
             self._pending.append(request)
@@ -593,10 +623,16 @@ class SqliteStore:
         if all(task.idempotency_key is None for task in tasks):
             if len(rows) == 1:
                 # A statement that fails undoes only itself: one row needs no savepoint.
+                inserted = False
                 with contextlib.suppress(sqlite3.IntegrityError):
                     conn.execute(schema.INSERT, rows[0])
+                    inserted = True
+                if inserted:
+                    _write_task_blobs(conn, tasks[0])
                     return [tasks[0].id]
             elif _bulk(conn, len(rows), lambda: _insert_rows(conn, rows)):
+                for task in tasks:
+                    _write_task_blobs(conn, task)
                 return [task.id for task in tasks]
         ids: list[str] = []
         for task, row in zip(tasks, rows, strict=True):
@@ -611,6 +647,7 @@ class SqliteStore:
                     raise errors.StoreError(
                         f"cannot insert into {self._path}: task id {task.id} exists"
                     ) from exc
+                _write_task_blobs(conn, task)
                 ids.append(task.id)
             else:
                 ids.append(found[0])
@@ -618,8 +655,23 @@ class SqliteStore:
 
     def get(self, task_id: str) -> models.BackgroundTask | None:
         """Return the stored record, or None."""
-        rows = self._fetch(schema.SELECT_BY_ID, (task_id,))
-        return self._task(rows[0]) if rows else None
+        tasks = self._fetch_tasks(schema.SELECT_BY_ID, (task_id,))
+        return tasks[0] if tasks else None
+
+    def status_of(self, task_id: str) -> tuple[models.TaskStatus, datetime | None] | None:
+        """The task's status and ``date_retain_until`` (``base.StatusReader``), or None.
+
+        It reads neither blob: ``wait`` asks it first, and a pending task's large payload
+        would otherwise be copied out of the file for nothing.
+        """
+        rows = self._fetch(schema.SELECT_STATUS, (task_id,))
+        if not rows:
+            return None
+        status, retain_until = rows[0]
+        try:
+            return models.TaskStatus(status), schema.to_date(retain_until)
+        except ValueError as exc:
+            raise errors.StoreError(f"cannot read task {task_id} in {self._path}: {exc}") from exc
 
     def change_token(self) -> object:
         """``PRAGMA data_version`` of the writer connection (``base.ChangeDetector``).
@@ -719,7 +771,7 @@ class SqliteStore:
         if len(rows) != len(order):  # one transaction holds both: this cannot happen
             raise errors.StoreError(f"the claim in {self._path} changed while it ran")
         rows.sort(key=lambda row: order[row[-1]])
-        return [self._task(row if row[3] is not None else _with_payload(conn, row)) for row in rows]
+        return [self._task(_filled(conn, row, writer=True)) for row in rows]
 
     def _claim_each(
         self,
@@ -730,16 +782,26 @@ class SqliteStore:
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> list[models.BackgroundTask]:
         """Any other ``claim`` callable: read the due rows, claim each, write what changed."""
-        rows = conn.execute(schema.SELECT_DUE, (task_type, now_ms, limit)).fetchall()
+        selected = conn.execute(schema.SELECT_DUE, (task_type, now_ms, limit)).fetchall()
+        rows = [_filled(conn, row, writer=True) for row in selected]
         taken = [claim(self._task(row)) for row in rows]
         # Claims change the same columns, so one statement serves them all.
         batches: dict[str, list[tuple[object, ...]]] = {}
+        blob_writes: list[tuple[str, _BlobWrites]] = []
         for row, task in zip(rows, taken, strict=True):
-            update = schema.changed_update(row, schema.to_row(task), fenced=False, by_rowid=True)
+            new_row = schema.to_row(task)
+            blobs = _blob_writes(row, new_row)
+            if blobs:
+                blob_writes.append((task.id, blobs))
+            update = schema.changed_update(
+                _marked(row), _marked(new_row), fenced=False, by_rowid=True
+            )
             if update is not None:
                 batches.setdefault(update[0], []).append((*update[1], row[-1]))
         for sql, params in batches.items():
             conn.executemany(sql, params)
+        for task_id, blobs in blob_writes:
+            _apply_blob_writes(conn, task_id, blobs)
         return taken
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
@@ -758,15 +820,16 @@ class SqliteStore:
         if limit <= 0:
             return []
         params = cursor.page_parameters(spec, after, limit, clock.to_millis(now))
-        rows = self._fetch(schema.query_sql(spec, keyset=after is not None), params)
-        return [self._task(row) for row in rows]
+        return self._fetch_tasks(schema.query_sql(spec, keyset=after is not None), params)
 
     def purge_expired(self, now: datetime, limit: int) -> list[str]:
         """Delete up to ``limit`` tasks whose retention ended, earliest first; return their ids."""
         if limit <= 0:
             return []
         with self._transaction() as conn:
-            rows = conn.execute(schema.PURGE, (clock.to_millis(now), limit)).fetchall()
+            large = conn.execute(schema.ANY_BLOB).fetchone() is not None
+            with _small_cache(conn) if large else contextlib.nullcontext():
+                rows = conn.execute(schema.PURGE, (clock.to_millis(now), limit)).fetchall()
         return [task_id for task_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
     def next_expiry(self) -> datetime | None:
@@ -776,7 +839,7 @@ class SqliteStore:
 
     def processing(self) -> list[models.BackgroundTask]:
         """All tasks in status processing (for crash recovery at start)."""
-        return [self._task(row) for row in self._fetch(schema.SELECT_PROCESSING, ())]
+        return self._fetch_tasks(schema.SELECT_PROCESSING, ())
 
     def count_tasks(self, now: datetime) -> list[base.TaskCount]:
         """Visible tasks summarised per ``(type, status)`` in one statement (read-only)."""
@@ -869,15 +932,108 @@ def _bulk(conn: sqlite3.Connection, expected: int, run: Callable[[], object]) ->
     return applied
 
 
-def _with_payload(conn: sqlite3.Connection, row: schema.Row) -> schema.Row:
-    """``row`` (ending with its rowid) with its large payload read in (``schema.CLAIM_DUE``).
+def _is_large(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) >= schema.LARGE_BLOB
 
-    ``Blob.read`` copies the pages straight into the one ``bytes`` it returns: no SQLite value
-    and no staged RETURNING copy of the payload is made on the way.
+
+def _marked(row: tuple[object, ...]) -> tuple[object, ...]:
+    """``row`` with each large blob replaced by the empty marker (``schema.BLOBS_DDL``)."""
+    if not (_is_large(row[3]) or _is_large(row[4])):
+        return row
+    values = list(row)
+    for index in schema.BLOB_COLUMNS.values():
+        if _is_large(values[index]):
+            values[index] = b""
+    return tuple(values)
+
+
+def _blob_writes(old: schema.Row | None, new: tuple[object, ...]) -> _BlobWrites:
+    """What a write of row ``new`` over row ``old`` (None: unknown) does in ``task_blobs``.
+
+    A changed large value is stored out of the row; a changed value that is not large removes
+    the blob it replaces, which is only there if the old value was large (or is unknown).
     """
-    with conn.blobopen("tasks", "payload", row[-1], readonly=True) as blob:
-        payload = blob.read()
-    return (*row[:3], payload, *row[4:])
+    writes: list[tuple[str, bytes | None]] = []
+    for kind, index in schema.BLOB_COLUMNS.items():
+        value = new[index]
+        if old is not None and old[index] == value:
+            continue
+        if _is_large(value):
+            assert isinstance(value, bytes)
+            writes.append((kind, value))
+        elif old is None or _is_large(old[index]):
+            writes.append((kind, None))
+    return tuple(writes)
+
+
+@contextlib.contextmanager
+def _small_cache(conn: sqlite3.Connection) -> Iterator[None]:
+    """The writer's page cache shrunk to ``_BLOB_CACHE_KIB`` while a large blob passes."""
+    conn.execute(f"PRAGMA cache_size = {-_BLOB_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
+
+
+def _apply_blob_writes(conn: sqlite3.Connection, task_id: str, writes: _BlobWrites) -> None:
+    """Store or remove a task's out-of-row blobs, in the open transaction.
+
+    A blob is inserted as ``zeroblob(n)`` (SQLite writes zeroed pages, holding no copy) and
+    filled in place in chunks: binding the value instead would cost two copies of it.
+    """
+    # A stale blob's delete reads its pages too (to follow their chain).
+    with _small_cache(conn):
+        for kind, value in writes:
+            if value is None:
+                conn.execute(schema.DELETE_BLOB, (task_id, kind))
+                continue
+            rowid = conn.execute(schema.INSERT_BLOB, (task_id, kind, len(value))).lastrowid
+            assert rowid is not None
+            view = memoryview(value)
+            with conn.blobopen("task_blobs", "data", rowid) as blob:
+                for start in range(0, len(view), _BLOB_CHUNK):
+                    blob.write(view[start : start + _BLOB_CHUNK])
+
+
+def _write_task_blobs(conn: sqlite3.Connection, task: models.BackgroundTask) -> None:
+    """Store the large blobs of a task just inserted (its row holds their markers)."""
+    writes = tuple(
+        (kind, value)
+        for kind, value in (("payload", task.payload_blob), ("result", task.result_blob))
+        if value is not None and len(value) >= schema.LARGE_BLOB
+    )
+    if writes:
+        _apply_blob_writes(conn, task.id, writes)
+
+
+def _has_marker(row: schema.Row) -> bool:
+    return bool(row[3] == b"" or row[4] == b"")
+
+
+def _filled(conn: sqlite3.Connection, row: schema.Row, *, writer: bool = False) -> schema.Row:
+    """``row`` with its large blobs read in, in the caller's transaction.
+
+    A marker (``schema.BLOBS_DDL``) is filled from ``task_blobs``; a payload that
+    ``schema.CLAIM_DUE`` left NULL (a large payload stored in the row by an older version; the
+    row then ends with its rowid) from the row itself.  ``Blob.read`` copies the pages straight
+    into the one ``bytes`` it returns: no SQLite value and no staged copy is made on the way.
+    On the writer (``writer``) the page cache is kept small meanwhile (``_small_cache``).
+    """
+    legacy = row[3] is None
+    if not legacy and not _has_marker(row):
+        return row
+    values = list(row)
+    with _small_cache(conn) if writer else contextlib.nullcontext():
+        if legacy:
+            with conn.blobopen("tasks", "payload", row[-1], readonly=True) as blob:
+                values[3] = blob.read()
+        for kind, rowid in conn.execute(schema.BLOB_ROWIDS, (row[0],)).fetchall():
+            index = schema.BLOB_COLUMNS[kind]
+            if values[index] == b"":
+                with conn.blobopen("task_blobs", "data", rowid, readonly=True) as blob:
+                    values[index] = blob.read()
+    return tuple(values)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -892,13 +1048,12 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -
         conn.execute(schema.insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
-def _apply_statements(
-    conn: sqlite3.Connection, statements: Sequence[tuple[str, tuple[object, ...]]]
-) -> list[bool]:
+def _apply_statements(conn: sqlite3.Connection, statements: Sequence[_Statement]) -> list[bool]:
     """Run fenced writes in order; for each, whether it changed its row.
 
     Consecutive writes with the same SQL (a group commit's finishing deletes share one) go in
-    one ``executemany`` when every one of them holds its fence, the usual case.
+    one ``executemany`` when every one of them holds its fence, the usual case.  A write's
+    out-of-row blobs are stored or removed only once its fenced row write has applied.
     """
     applied: list[bool] = []
     start = 0
@@ -908,14 +1063,34 @@ def _apply_statements(
         while end < len(statements) and statements[end][0] == sql:
             end += 1
         run = statements[start:end]
-        if len(run) > 1 and _bulk(
-            conn, len(run), functools.partial(_run_same, conn, sql, [p for _, p in run])
-        ):
-            applied += [True] * len(run)
-        else:
-            applied += [conn.execute(sql, params).rowcount == 1 for _, params in run]
+        deleting = sql in _DELETES and _has_blobs(conn, [params[0] for _, params, _ in run])
+        with _small_cache(conn) if deleting else contextlib.nullcontext():
+            if len(run) > 1 and _bulk(
+                conn, len(run), functools.partial(_run_same, conn, sql, [p for _, p, _ in run])
+            ):
+                done = [True] * len(run)
+            else:
+                done = [conn.execute(sql, params).rowcount == 1 for _, params, _ in run]
+        for (_, _, blobs), held in zip(run, done, strict=True):
+            if held and blobs is not None:
+                _apply_blob_writes(conn, *blobs)
+        applied += done
         start = end
     return applied
+
+
+#: The SQL of fenced deletes, whose trigger may remove large blobs.
+_DELETES: Final = frozenset(schema.DELETE.values())
+
+
+def _has_blobs(conn: sqlite3.Connection, task_ids: Sequence[object]) -> bool:
+    """Whether any of these tasks has a large blob (a store without any answers in one step)."""
+    if conn.execute(schema.ANY_BLOB).fetchone() is None:
+        return False
+    return any(
+        conn.execute(schema.blobs_of_sql(len(chunk)), chunk).fetchone() is not None
+        for chunk in _chunks(task_ids, schema.DELETE_IDS)
+    )
 
 
 def _run_same(conn: sqlite3.Connection, sql: str, params: list[tuple[object, ...]]) -> None:
@@ -936,25 +1111,33 @@ def _run_same(conn: sqlite3.Connection, sql: str, params: list[tuple[object, ...
             conn.execute(schema.delete_fenced_sql(len(chunk)), (*chunk, *fence))
 
 
-def _write_statement(write: base.Write) -> tuple[str, tuple[object, ...]]:
-    """The SQL and parameters of one fenced write."""
+#: One fenced write: its SQL, its parameters, and the task's out-of-row blob writes (if any).
+_Statement = tuple[str, tuple[object, ...], tuple[str, _BlobWrites] | None]
+
+
+def _write_statement(write: base.Write) -> _Statement:
+    """The SQL, parameters and out-of-row blob writes of one fenced write."""
     if isinstance(write, base.Update):
         guard = (write.task.id, write.expected_status.value, write.expected_attempts)
+        new_row = schema.to_row(write.task)
+        old_row = None
         if write.previous is not None and write.previous.id == write.task.id:
-            new_row = schema.to_row(write.task)
-            update = schema.changed_update(schema.to_row(write.previous), new_row, fenced=True)
+            old_row = schema.to_row(write.previous)
+        writes = _blob_writes(old_row, new_row)
+        blobs = (write.task.id, writes) if writes else None
+        if old_row is not None:
+            update = schema.changed_update(_marked(old_row), _marked(new_row), fenced=True)
             # Nothing changed: still check the fence, so the answer means what it says.
             sql, values = update or (schema.UPDATE_FENCED_NOTHING, ())
-            return sql, (*values, *guard)
-        row = schema.to_row(write.task)
-        return schema.UPDATE_FENCED, (*row, *guard)
+            return sql, (*values, *guard), blobs
+        return schema.UPDATE_FENCED, (*_marked(new_row), *guard), blobs
     fence = (write.expected_status is not None, write.expected_attempts is not None)
     params: tuple[object, ...] = (write.task_id,)
     if write.expected_status is not None:
         params += (write.expected_status.value,)
     if write.expected_attempts is not None:
         params += (write.expected_attempts,)
-    return schema.DELETE[fence], params
+    return schema.DELETE[fence], params, None
 
 
 class _Inserts:

@@ -241,6 +241,8 @@ def test_a_version_2_file_gets_the_version_3_indexes_and_keeps_its_tasks(db_path
     store.close()
     # Turn the file into version 2: the same query-page indexes, over every status.
     with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TRIGGER tasks_delete_blobs")
+        conn.execute("DROP TABLE task_blobs")
         for name in schema.LISTING_NAMES:
             conn.execute(f"DROP INDEX {name}")
         for statement in schema.LISTING_INDEXES:
@@ -263,7 +265,7 @@ def test_a_version_2_file_gets_the_version_3_indexes_and_keeps_its_tasks(db_path
     finally:
         store.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
         indexes = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
     conn.close()
     for name in schema.LISTING_NAMES:

@@ -89,16 +89,6 @@ def test_memory_store_round_trip_peaks_within_three_copies() -> None:
     assert figures["peak"] <= 3 * SIZE + SLACK, figures["peak"] / SIZE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row write that carries a blob costs SQLite two copies of it at once (the driver "
-    "binds with SQLITE_TRANSIENT, then the record is built whole; a zeroblob() placeholder in "
-    "the row's middle is expanded just as whole), on top of the caller's payload and its "
-    "encoded blob, so create() alone peaks at four copies; only blobs stored out of the row, as "
-    "a trailing zeroblob filled by incremental I/O, avoid that (a schema change).  Also the "
-    "claim's UPDATE ... RETURNING (about four transient copies), wait() reading the pending "
-    "row and the writer's 64 MiB page cache: about 7.7 copies",
-)
 def test_sqlite_store_round_trip_peaks_within_three_copies() -> None:
     figures = _round_trip("sqlite")
     assert figures["peak"] <= 3 * SIZE + SLACK, figures["peak"] / SIZE

@@ -269,7 +269,7 @@ def test_a_version_1_file_is_upgraded_with_its_tasks_kept(tmp_path: Path):
     store.insert_or_get(rec([at(1)]))
     store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
     assert {"tasks", "schedules"} <= tables
