@@ -21,6 +21,13 @@ Group commit.  Callers of ``insert_many`` on several threads share one durable c
 ``insert_many``; callers that queue while another durable transaction runs (the reactor's
 outcomes) ride along in it.
 
+Large blobs.  A payload or result of ``schema.LARGE_BLOB`` bytes or more is stored in the
+``task_blobs`` table, its column in the task's row holding an empty marker (see
+``schema.BLOBS_DDL``): it is inserted as ``zeroblob(n)`` and filled in chunks through
+``sqlite3.Blob``, and read back with one ``Blob.read``, in the same transaction (or read
+snapshot) as the row, so that SQLite holds no copy of it on the way.  The writer's page cache
+is shrunk while such a blob passes, and ``status_of`` answers ``wait`` without reading it.
+
 Concurrency.  All writes go through one writer connection guarded by a lock, and each is one
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` (an explicit ``ROLLBACK`` on any error): the write lock is
 taken up front, so a transaction never fails half-way with an instant ``SQLITE_BUSY`` while
@@ -973,7 +980,12 @@ def _small_cache(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
+        try:
+            conn.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
+        except sqlite3.Error:
+            # The error that ended the block (if any) is the one to report; a small cache
+            # only slows the writer down.
+            logger.warning("could not restore the writer's page cache size", exc_info=True)
 
 
 def _apply_blob_writes(conn: sqlite3.Connection, task_id: str, writes: _BlobWrites) -> None:

@@ -320,3 +320,31 @@ def test_a_version_4_file_is_refused_by_a_version_3_reader(
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
     with pytest.raises(errors.SchemaVersionError, match="version is 4"):
         SqliteStore(db_path).open()
+
+
+def test_wait_learns_that_a_task_is_unfinished_without_reading_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskengine
+
+    store = SqliteStore(db_path)
+    whole_reads: list[str] = []
+    read = store.get
+
+    def counting_get(task_id: str) -> models.BackgroundTask | None:
+        whole_reads.append(task_id)
+        return read(task_id)
+
+    monkeypatch.setattr(store, "get", counting_get)
+    engine = taskengine.TaskEngine(store)
+    try:
+        task_id = engine.create("alpha", LARGE_VALUE)
+        with pytest.raises(TimeoutError):
+            engine.wait(task_id, timeout=0)
+        assert task_id not in whole_reads
+        # A finished task is still read whole, to be returned.
+        engine.cancel(task_id)
+        assert engine.wait(task_id, timeout=0).status is Status.CANCELLED
+        assert task_id in whole_reads
+    finally:
+        engine.stop()
