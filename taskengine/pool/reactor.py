@@ -86,7 +86,7 @@ class Reactor:
         self._store = store
         self._writer = task_writer
         self._clock = clock_
-        # Deadlines follow time.monotonic under the system clock, the injected clock otherwise.
+        # Deadlines follow time.monotonic; under an injected clock, that clock's too.
         self._real_time = isinstance(clock_, clock.SystemClock)
         self._node = node_identity
         self._mp_context = mp_context
@@ -594,13 +594,14 @@ class Reactor:
         timeout = each.spec.execution_timeout
         if timeout is None:
             worker.deadline = worker.clock_deadline = None
-        elif self._real_time:
-            worker.deadline = worker.run_started_at + timeout
         else:
-            # An injected clock (FakeClock) governs timeouts as it governs retries: advancing
-            # it past the deadline times the attempt out, and real time does not.
-            worker.deadline = None
-            worker.clock_deadline = self._clock.now() + timedelta(seconds=timeout)
+            worker.deadline = worker.run_started_at + timeout
+            # An injected clock (FakeClock) moves timeouts as it moves retries: advancing it
+            # past the deadline times the attempt out at once (real time still does too, so a
+            # hung handler in a test is still killed).
+            worker.clock_deadline = (
+                None if self._real_time else self._clock.now() + timedelta(seconds=timeout)
+            )
         if len(worker.queue) < each.prefetch_depth():
             # A prefetch slot is free: look for work, unless the planner already knows when
             # this type has some (it then plans without a store query).
@@ -782,8 +783,8 @@ class Reactor:
 
     def _timed_out(self, worker: process.WorkerProcess, now: float) -> bool:
         """Whether the attempt running on ``worker`` is past its execution deadline."""
-        if worker.deadline is not None:
-            return now >= worker.deadline
+        if worker.deadline is not None and now >= worker.deadline:
+            return True
         return worker.clock_deadline is not None and self._clock.now() >= worker.clock_deadline
 
     def _send_stop(self, worker: process.WorkerProcess) -> None:
