@@ -49,8 +49,10 @@ class HookedStore(taskengine.SqliteStore):
         self.workdir = workdir
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with super()._transaction() as conn:
+    def _held_transaction(self, *, durable: bool = True) -> Iterator[Any]:
+        # Every write transaction of the store runs through this one (the group commit of
+        # creates takes the write lock itself and calls it directly).
+        with super()._held_transaction(durable=durable) as conn:
             yield conn
             site = _caller_site()
             request = self.workdir / f"pause-{site}"
