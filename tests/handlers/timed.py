@@ -1,8 +1,8 @@
 """Handlers that take a set time or wait for a gate while keeping the CPU busy.
 
 The fair-dispatch tests (``tests/integration/test_fairness.py``) use them.  They are CPU-bound
-on purpose: a busy worker answers a Revoke from a second thread, which must win the GIL from
-the handler's loop.
+on purpose: attempts queued behind one must be taken back (``taskengine/pool/ledger.py``)
+while the handler holds the worker's GIL.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,12 +15,6 @@ from tests.conftest import until
 from tests.postgres import support as pg
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    with pg.fresh_schema() as found:
-        yield found
 
 
 def test_sessions_carry_keepalives_and_an_idle_in_transaction_timeout_from_the_lease(

@@ -61,12 +61,6 @@ class NamespacedNode(Node):
 
 
 @pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    with pg.fresh_schema() as found:
-        yield found
-
-
-@pytest.fixture
 def link(schema: tuple[str, str]) -> Iterator[netfaults.Link]:
     netfaults.require_namespaces()
     params = psycopg.conninfo.conninfo_to_dict(schema[0])

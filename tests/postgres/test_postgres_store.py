@@ -27,12 +27,6 @@ HANDLERS = "tests.postgres.node_handlers"
 
 
 @pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    with pg.fresh_schema() as found:
-        yield found
-
-
-@pytest.fixture
 def make_engine(
     schema: tuple[str, str],
 ) -> Iterator[Callable[..., taskengine.TaskEngine]]:

@@ -36,12 +36,6 @@ Status = taskengine.TaskStatus
 
 
 @pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    with pg.fresh_schema() as found:
-        yield found
-
-
-@pytest.fixture
 def nodes_made() -> Iterator[list[Node]]:
     made: list[Node] = []
     yield made
