@@ -123,14 +123,12 @@ class WorkerProcess:
         return self.queue[0] if self.queue else None
 
     def unstarted(self) -> int:
-        """How many of the attempts held here have not started (and are not being revoked)."""
+        """How many of the attempts held here have not started (the head of a busy one has)."""
         if self.state is WorkerState.BUSY:
-            waiting = len(self.queue) - 1
-        elif self.state is WorkerState.STARTING:
-            waiting = len(self.queue)
-        else:
-            return 0
-        return max(0, waiting)
+            return max(0, len(self.queue) - 1)
+        if self.state is WorkerState.STARTING:
+            return len(self.queue)
+        return 0
 
     def load(self) -> int:
         """Attempts waiting for this worker, less one if idle.
