@@ -43,18 +43,21 @@ def test_initialise_and_shutdown_run_once_per_worker_through_recycling_and_stop(
         # init ran in the worker before its first task.
         assert all(initialised for _, initialised in results)
         assert len(pids) >= 4  # 8 tasks, 2 per worker
-        assert _marked_pids(markers, "init") == pids
+        assert pids <= _marked_pids(markers, "init")
         assert all(_count(markers, "init", pid) == 1 for pid in pids)
+        # A replacement started while the backlog lasted may have found it
+        # drained by the other worker: it lives on, idle, having run nothing.
         live = worker_pids()
-        assert live <= pids
         # Recycled workers ran their shutdown method before they ended.
         until(lambda: _marked_pids(markers, "shutdown") >= pids - live, timeout=10)
     finally:
         engine.stop(timeout=10)
     assert worker_pids() == set()
-    assert _marked_pids(markers, "shutdown") == pids
-    assert all(_count(markers, "shutdown", pid) == 1 for pid in pids)
-    assert all(_count(markers, "init", pid) == 1 for pid in pids)
+    started = _marked_pids(markers, "init")
+    assert pids <= started
+    assert _marked_pids(markers, "shutdown") == started
+    assert all(_count(markers, "shutdown", pid) == 1 for pid in started)
+    assert all(_count(markers, "init", pid) == 1 for pid in started)
 
 
 def test_shutdown_method_runs_on_idle_shutdown(
