@@ -25,8 +25,7 @@ from typing import Any
 
 import taskengine
 from benchmarks import common
-from taskengine import publishing
-from taskengine.pool import reactor
+from taskengine.coordinator import publishing, reactor
 
 Marks = dict[str, list[float]]
 _marks: Marks = {}

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from benchmarks import common
-from taskengine import clock, transitions
-from taskengine.stores import schema
+from taskengine.core import clock, transitions
+from taskengine.stores.sqlite import schema
 
 BATCH = 128
 Steps = dict[str, float]

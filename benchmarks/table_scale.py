@@ -31,7 +31,7 @@ from typing import Any
 
 import taskengine
 from benchmarks import common
-from taskengine import clock, cursor, models, transitions
+from taskengine.core import clock, cursor, models, transitions
 
 BATCH = 10_000
 PAGE = 20

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskengine.aio import AsyncTaskEngine
-from taskengine.connector import BackgroundTaskConnector
-from taskengine.context import TaskContext, current_task
-from taskengine.engine import TaskEngine
-from taskengine.errors import (
+from taskengine.coordinator.engine import TaskEngine
+from taskengine.coordinator.stats import EngineStats, TypeStats
+from taskengine.core.connector import BackgroundTaskConnector
+from taskengine.core.context import TaskContext, current_task
+from taskengine.core.errors import (
     EngineStoppedError,
     HandlerNotFoundError,
     SchemaVersionError,
@@ -25,14 +26,13 @@ from taskengine.errors import (
     WorkerCrashedError,
     WorkerInitError,
 )
-from taskengine.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
-from taskengine.scheduler import ScheduledTaskInfo, ScheduledTaskTime, TaskScheduler
-from taskengine.stats import EngineStats, TypeStats
-from taskengine.stores.memory import MemoryStore
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.core.models import BackgroundTask, QueryResult, SortDirection, TaskError, TaskStatus
+from taskengine.scheduler.task_scheduler import ScheduledTaskInfo, ScheduledTaskTime, TaskScheduler
+from taskengine.stores.memory.store import MemoryStore
+from taskengine.stores.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
-    from taskengine.stores.postgres import PostgresStore
+    from taskengine.stores.postgres.store import PostgresStore
 
 __version__ = "0.1.0"
 
@@ -72,7 +72,7 @@ def __getattr__(name: str) -> Any:
     # PostgresStore needs the optional psycopg driver: resolve it only when asked for, so that
     # `import taskengine` never imports psycopg.
     if name == "PostgresStore":
-        from taskengine.stores import postgres
+        from taskengine.stores.postgres import store as postgres
 
         return postgres.PostgresStore
     raise AttributeError(f"module 'taskengine' has no attribute {name!r}")

@@ -24,9 +24,10 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from taskengine import engine as engine_module
-from taskengine import errors, models, registry, validation
-from taskengine import stats as engine_stats
+from taskengine.coordinator import engine as engine_module
+from taskengine.coordinator import registry
+from taskengine.coordinator import stats as engine_stats
+from taskengine.core import errors, models, validation
 
 __all__ = ["AsyncTaskEngine"]
 

@@ -14,12 +14,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from taskengine import errors
 from taskengine.cli import common, logs
 from taskengine.cli import demo as demo_command
 from taskengine.cli import stats as stats_command
 from taskengine.cli import tasks as tasks_command
 from taskengine.cli import worker as worker_command
+from taskengine.core import errors
 
 __all__ = ["build_parser", "main"]
 

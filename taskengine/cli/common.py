@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 import attrs
 
 import taskengine
-from taskengine import codec, errors, models
+from taskengine.core import codec, errors, models
 from taskengine.stores import base
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from taskengine import demo
+    from taskengine.cli import demo_run as demo
 
     if min(args.tasks, args.flaky_tasks) < 0 or args.workers < 1:
         raise common.CliError("task counts must be >= 0 and workers >= 1", common.EXIT_USAGE)

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import psutil
 
-from taskengine import stats as engine_stats
+from taskengine.coordinator import stats as engine_stats
 
 __all__ = ["INTERVAL", "path_for", "read_live", "remove", "write"]
 

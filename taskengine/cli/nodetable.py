@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from typing import Any, Final, LiteralString
 
-from taskengine import errors
-from taskengine import stats as engine_stats
 from taskengine.cli import nodefile
+from taskengine.coordinator import stats as engine_stats
+from taskengine.core import errors
 
 __all__ = ["NodeTable"]
 

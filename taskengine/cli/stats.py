@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 
 import taskengine
-from taskengine import models
-from taskengine import stats as engine_stats
 from taskengine.cli import common, nodefile, nodetable
+from taskengine.coordinator import stats as engine_stats
+from taskengine.core import models
 
 __all__ = ["add_parser", "render", "with_node"]
 

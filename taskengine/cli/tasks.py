@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import taskengine
-from taskengine import models
 from taskengine.cli import common
+from taskengine.core import models
 from taskengine.stores import base
 
 __all__ = ["add_parser"]

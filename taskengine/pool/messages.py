@@ -20,7 +20,7 @@ import struct
 from multiprocessing.connection import Connection
 from typing import Any, Final, NamedTuple, TypeVar
 
-from taskengine import models
+from taskengine.core import models
 
 __all__ = [
     "SEPARATE_BLOB_BYTES",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import signal
 
-from taskengine import errors, models, registry
+from taskengine.coordinator import registry
+from taskengine.core import errors, models
 from taskengine.pool import process
 
 __all__ = ["describe_exit", "exit_error"]

@@ -13,7 +13,7 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Final
 
-from taskengine import registry
+from taskengine.coordinator import registry
 from taskengine.pool import process, worker_main
 
 __all__ = ["WorkerPool"]

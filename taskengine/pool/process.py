@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from taskengine import models
+from taskengine.core import models
 from taskengine.pool import ledger, messages, worker_main
 
 __all__ = ["LEDGER_TIMEOUT", "KillReason", "WorkerProcess", "WorkerState"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from taskengine import codec, context, models
+from taskengine.core import codec, context, models
 from taskengine.pool import ledger as ledger_
 from taskengine.pool import messages
 

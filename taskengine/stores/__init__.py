@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taskengine.stores.base import StoreCapabilities, TaskStore
-from taskengine.stores.memory import MemoryStore
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.stores.memory.store import MemoryStore
+from taskengine.stores.sqlite.store import SqliteStore
 
 __all__ = ["MemoryStore", "SqliteStore", "StoreCapabilities", "TaskStore"]

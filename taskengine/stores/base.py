@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from taskengine import cursor, models
+from taskengine.core import cursor, models
 
 __all__ = [
     "ChangeDetector",

@@ -23,8 +23,9 @@ from typing import Final, Protocol, runtime_checkable
 
 import attrs
 
-from taskengine import clock, errors
-from taskengine.stores import base, schema
+from taskengine.core import clock, errors
+from taskengine.stores import base
+from taskengine.stores.sqlite import schema
 
 __all__ = [
     "MemoryScheduleStore",
@@ -243,7 +244,7 @@ class SqliteScheduleStore:
         Raises:
             StoreError: the file cannot be opened or is not a taskengine database.
         """
-        from taskengine.stores.sqlite import SqliteStore, sqlite_uri
+        from taskengine.stores.sqlite.store import SqliteStore, sqlite_uri
 
         with self._lock:
             if self._conn is not None:
@@ -347,7 +348,7 @@ def for_target(target: object) -> tuple[ScheduleStore, bool]:
         TaskValidationError: the target is none of these, or a durable store of a kind that
             has no schedule store.
     """
-    from taskengine.stores.sqlite import SqliteStore
+    from taskengine.stores.sqlite.store import SqliteStore
 
     if target is None:
         return MemoryScheduleStore(), True
@@ -362,7 +363,7 @@ def for_target(target: object) -> tuple[ScheduleStore, bool]:
         return SqliteScheduleStore(store.path), True
     dsn, pg_schema = getattr(store, "dsn", None), getattr(store, "schema", None)
     if store.capabilities.shared and isinstance(dsn, str) and isinstance(pg_schema, str):
-        from taskengine.stores.pg_schedules import PgScheduleStore
+        from taskengine.stores.postgres.schedules import PgScheduleStore
 
         return PgScheduleStore(dsn, pg_schema), True
     if not store.capabilities.durable:

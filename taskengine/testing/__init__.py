@@ -19,8 +19,9 @@ import signal
 from collections.abc import Iterable
 from datetime import timedelta
 
-from taskengine import context, engine, inline, models
-from taskengine.clock import FakeClock
+from taskengine.coordinator import engine, inline
+from taskengine.core import context, models
+from taskengine.core.clock import FakeClock
 
 __all__ = ["FakeClock", "TaskFailedError", "crash_worker", "wait_all"]
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskengine import engine as engine_module
-from taskengine.clock import FakeClock
-from taskengine.stores.memory import MemoryStore
+from taskengine.coordinator import engine as engine_module
+from taskengine.core.clock import FakeClock
+from taskengine.stores.memory.store import MemoryStore
 
 __all__ = ["engine", "fake_clock", "inline_engine"]
 

@@ -19,7 +19,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "taskengine.testing.strategies needs hypothesis: pip install 'taskengine[testing]'"
     ) from exc
 
-from taskengine import clock, codec, models, scheduler_times, transitions
+from taskengine.core import clock, codec, models, transitions
+from taskengine.scheduler import times as scheduler_times
 
 __all__ = ["payloads", "scheduled_task_times", "task_errors", "task_records", "task_types"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from taskengine.stores import schema
+from taskengine.stores.sqlite import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 

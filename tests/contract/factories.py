@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from taskengine import codec, cursor, ids, models, transitions
+from taskengine.core import codec, cursor, ids, models, transitions
 
 #: A fixed, millisecond-exact instant that the contract tests treat as "now".
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

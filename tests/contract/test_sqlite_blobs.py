@@ -15,9 +15,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from taskengine import codec, cursor, errors, models, transitions
-from taskengine.stores import base, schema
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.core import codec, cursor, errors, models, transitions
+from taskengine.stores import base
+from taskengine.stores.sqlite import schema
+from taskengine.stores.sqlite.store import SqliteStore
 
 from .factories import NODE, Status, at, claimer, drive, new
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from taskengine import codec, errors, models, transitions
+from taskengine.core import codec, errors, models, transitions
 from taskengine.stores import base
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.stores.sqlite.store import SqliteStore
 
 from .factories import NODE, Status, at, claimer, new
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from taskengine import cursor, models
-from taskengine.stores import schema
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.core import cursor, models
+from taskengine.stores.sqlite import schema
+from taskengine.stores.sqlite.store import SqliteStore
 
 from .factories import T0, at, new
 

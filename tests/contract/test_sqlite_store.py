@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskengine import cursor, errors, models, transitions
-from taskengine.stores import base, schema
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.core import cursor, errors, models, transitions
+from taskengine.stores import base
+from taskengine.stores.sqlite import schema
+from taskengine.stores.sqlite.store import SqliteStore
 from taskengine.testing import strategies
 
 from .factories import Status, at, claimer, drive, full_task, new
@@ -177,7 +178,7 @@ def test_warns_about_files_writable_by_others(
     db_path.chmod(0o666)
     db_path.parent.chmod(0o770)
     try:
-        with caplog.at_level(logging.WARNING, logger="taskengine.stores.sqlite"):
+        with caplog.at_level(logging.WARNING, logger="taskengine.stores.sqlite.store"):
             store = SqliteStore(db_path)
             store.open()
             store.close()

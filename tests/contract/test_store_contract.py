@@ -17,10 +17,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from taskengine import codec, cursor, errors, models, transitions
+from taskengine.core import codec, cursor, errors, models, transitions
 from taskengine.stores import base
-from taskengine.stores.memory import MemoryStore
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.stores.memory.store import MemoryStore
+from taskengine.stores.sqlite.store import SqliteStore
 from tests.postgres import support as pg
 
 from .factories import Status, at, claimer, drive, error, full_task, new, position

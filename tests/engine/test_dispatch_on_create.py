@@ -18,7 +18,7 @@ import pytest
 
 import taskengine
 from taskengine import TaskStatus
-from taskengine.pool import reactor
+from taskengine.coordinator import reactor
 from tests.conftest import until
 from tests.integration.support import max_overlap
 
@@ -144,7 +144,7 @@ def test_a_failure_of_the_shortcut_is_logged_and_the_loop_runs_the_task(
 ) -> None:
     _warm_pool(engine, "pid", (BASIC, "pid"), None)
     raised = _failing_once_on(monkeypatch, threading.current_thread(), RuntimeError("boom"))
-    with caplog.at_level(logging.ERROR, logger="taskengine.pool.reactor"):
+    with caplog.at_level(logging.ERROR, logger="taskengine.coordinator.reactor"):
         task_id = engine.create("pid", None, retain_for=None)
     assert raised == [1]
     done = engine.wait(task_id, timeout=30)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import taskengine
-from taskengine import clock
+from taskengine.core import clock
 
 from ..conftest import until, worker_pids
 

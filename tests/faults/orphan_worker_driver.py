@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import taskengine
-from taskengine import codec
+from taskengine.core import codec
 from taskengine.pool import messages, worker_main
 
 MODULE = "tests.faults.orphan_worker_driver"

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import taskengine
-from taskengine.scheduler_times import ScheduledTaskTime
+from taskengine.scheduler.times import ScheduledTaskTime
 from tests.faults.conftest import count_tasks
 
 

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import taskengine
-from taskengine import codec
+from taskengine.core import codec
 from taskengine.stores import base
 from tests.faults.conftest import FAULTY, assert_responsive, count_tasks
 from tests.handlers import faulty

@@ -26,9 +26,9 @@ COMMITS = 10
 SCRIPT = textwrap.dedent(
     """
     import os, sys
-    from taskengine import codec, transitions
+    from taskengine.core import codec, transitions
     from taskengine.stores import base
-    from taskengine.stores.sqlite import SqliteStore
+    from taskengine.stores.sqlite.store import SqliteStore
     from tests.contract.factories import NODE, at, claimer, new
 
     def mark(phase):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import taskengine
-from taskengine.pool import reactor
+from taskengine.coordinator import reactor
 from tests.conftest import until, worker_pids
 from tests.faults.conftest import (
     FAULTY,

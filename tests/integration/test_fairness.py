@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import taskengine
-from taskengine import codec
+from taskengine.core import codec
 from tests.conftest import until
 
 Run = tuple[int, float, float]  # (pid, start, end) as the handler saw them

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 import taskengine
-from taskengine import TaskStatus, publishing
+from taskengine import TaskStatus
+from taskengine.coordinator import publishing
 from tests.cli.conftest import ROOT, cli_env, run_cli, url
 from tests.conftest import until
 

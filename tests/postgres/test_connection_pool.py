@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 import taskengine
-from taskengine import errors
+from taskengine.core import errors
 from tests.conftest import until
 from tests.postgres import support as pg
 

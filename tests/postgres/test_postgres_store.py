@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 import taskengine
-from taskengine import errors, transitions
+from taskengine.core import errors, transitions
 from taskengine.stores import base
 from tests.conftest import until, worker_pids
 from tests.contract.factories import at, claimer, new

@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 import taskengine
-from taskengine import errors
+from taskengine.core import errors
 from tests.conftest import until
 from tests.postgres import support as pg
 from tests.postgres.cluster import Node, read_log, start_nodes

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 import taskengine
-from taskengine import errors
-from taskengine.stores import postgres, postgres_schema
+from taskengine.core import errors
+from taskengine.stores.postgres import schema as postgres_schema
+from taskengine.stores.postgres import store as postgres
 from tests.conftest import until
 from tests.contract.factories import at, claimer, new
 from tests.postgres import support as pg

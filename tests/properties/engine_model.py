@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from taskengine import clock
+from taskengine.core import clock
 
 #: The state-change callback paths SPEC section 4 allows (a fresh task starts pending).
 ALLOWED_STEPS = {

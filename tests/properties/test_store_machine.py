@@ -24,10 +24,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from taskengine import codec, cursor, models, transitions
+from taskengine.core import codec, cursor, models, transitions
 from taskengine.stores import base
-from taskengine.stores.memory import MemoryStore
-from taskengine.stores.sqlite import SqliteStore
+from taskengine.stores.memory.store import MemoryStore
+from taskengine.stores.sqlite.store import SqliteStore
 from tests.contract.factories import T0, new
 
 Status = models.TaskStatus

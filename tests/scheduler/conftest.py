@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from taskengine import TaskScheduler
-from taskengine.clock import FakeClock
+from taskengine.core.clock import FakeClock
 
 #: A fixed start, on a whole minute, so cron and interval slots are easy to read.
 START = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)

@@ -16,8 +16,8 @@ import time
 from datetime import datetime, timedelta
 
 from taskengine import ScheduledTaskTime, SqliteStore, TaskScheduler
-from taskengine.clock import from_millis
-from taskengine.stores.pg_schedules import PgScheduleStore
+from taskengine.core.clock import from_millis
+from taskengine.stores.postgres.schedules import PgScheduleStore
 
 
 def main() -> None:

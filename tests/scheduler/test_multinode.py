@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskengine.clock import from_millis
+from taskengine.core.clock import from_millis
 from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ class AheadClock:
     def now(self):
         from datetime import UTC, datetime
 
-        from taskengine.clock import truncate_to_millis
+        from taskengine.core.clock import truncate_to_millis
 
         return truncate_to_millis(datetime.now(UTC) + timedelta(minutes=5))
 
@@ -132,7 +132,7 @@ def test_a_node_whose_clock_runs_ahead_fires_on_database_time(pg_schema):
     from datetime import UTC, datetime
 
     from taskengine import ScheduledTaskTime, TaskScheduler
-    from taskengine.stores.pg_schedules import PgScheduleStore
+    from taskengine.stores.postgres.schedules import PgScheduleStore
 
     dsn, schema = pg_schema
     store = PgScheduleStore(dsn, schema)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskengine import MemoryStore, ScheduledTaskTime, SqliteStore, TaskEngine, TaskScheduler
-from taskengine.clock import FakeClock
-from taskengine.stores import schema
+from taskengine.core.clock import FakeClock
 from taskengine.stores.schedules import (
     MemoryScheduleStore,
     ScheduleRecord,
@@ -20,6 +19,7 @@ from taskengine.stores.schedules import (
     SqliteScheduleStore,
     for_target,
 )
+from taskengine.stores.sqlite import schema
 
 from ..conftest import until
 from .conftest import START
@@ -32,7 +32,7 @@ def schedule_store(request, tmp_path: Path) -> Iterator[ScheduleStore]:
     elif request.param == "sqlite":
         store = SqliteScheduleStore(tmp_path / "tasks.db")
     else:
-        from taskengine.stores.pg_schedules import PgScheduleStore
+        from taskengine.stores.postgres.schedules import PgScheduleStore
 
         dsn, name = request.getfixturevalue("pg_schema")
         store = PgScheduleStore(dsn, name)
@@ -96,7 +96,7 @@ def test_concurrent_compare_and_set_has_one_winner(schedule_store, request):
     elif isinstance(schedule_store, MemoryScheduleStore):
         stores = [schedule_store] * 8
     else:
-        from taskengine.stores.pg_schedules import PgScheduleStore
+        from taskengine.stores.postgres.schedules import PgScheduleStore
 
         stores = [PgScheduleStore(schedule_store._dsn, schedule_store.schema) for _ in range(8)]
     schedule_store.insert_or_get(rec([at(0)]))
@@ -230,7 +230,7 @@ def test_store_selection(tmp_path: Path):
 def test_a_shared_store_with_dsn_and_schema_selects_postgres():
     """Written against PostgresStore's promised dsn/schema properties (duck-typed)."""
     from taskengine.stores import base
-    from taskengine.stores.pg_schedules import PgScheduleStore
+    from taskengine.stores.postgres.schedules import PgScheduleStore
 
     class FakeShared(MemoryStore):
         @property
@@ -293,7 +293,7 @@ def test_a_scheduler_on_an_engine_with_a_postgres_store_shares_the_schema(pg_sch
     callback that creates a task lands in that table.  Real time: on PostgreSQL a slot is due by
     the database's clock, which a fake clock cannot move."""
     import taskengine
-    from taskengine.stores.pg_schedules import PgScheduleStore
+    from taskengine.stores.postgres.schedules import PgScheduleStore
 
     dsn, schema = pg_schema
     engine = taskengine.TaskEngine(taskengine.PostgresStore(dsn, schema=schema))

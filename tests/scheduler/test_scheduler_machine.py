@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from taskengine import ScheduledTaskTime, TaskScheduler
-from taskengine.clock import FakeClock, to_millis
+from taskengine.core.clock import FakeClock, to_millis
 
 from .conftest import START
 

@@ -15,7 +15,7 @@ from taskengine import (
     TaskScheduler,
     TaskValidationError,
 )
-from taskengine.clock import FakeClock
+from taskengine.core.clock import FakeClock
 
 from .conftest import START
 

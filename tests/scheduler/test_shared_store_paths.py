@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from taskengine import ScheduledTaskTime, StoreError, TaskScheduler
-from taskengine.clock import FakeClock
+from taskengine.core.clock import FakeClock
 from taskengine.stores.schedules import MemoryScheduleStore
 
 from .conftest import START

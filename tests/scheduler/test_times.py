@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskengine import ScheduledTaskInfo, ScheduledTaskTime, TaskValidationError
-from taskengine import scheduler_times as times_
+from taskengine.scheduler import times as times_
 
 from .conftest import START
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import taskengine
-from taskengine import inline, testing
+from taskengine import testing
+from taskengine.coordinator import inline
 
 #: The fake clock an inline "slow" handler advances instead of sleeping (set by the test).
 CLOCK: list[testing.FakeClock] = []

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import taskengine
-from taskengine import codec, models, testing
+from taskengine import testing
+from taskengine.core import codec, models
 from taskengine.testing import strategies
 
 Status = models.TaskStatus
@@ -83,7 +84,7 @@ def test_task_records_round_trip_sqlite(tmp_path: Path) -> None:
 
 @given(st.data())
 def test_scheduled_task_times_are_valid(data: st.DataObject) -> None:
-    from taskengine.scheduler import ScheduledTaskTime
+    from taskengine.scheduler.task_scheduler import ScheduledTaskTime
 
     value = data.draw(strategies.scheduled_task_times())
     assert isinstance(value, ScheduledTaskTime)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskengine import codec, models, transitions
+from taskengine.core import codec, models, transitions
 
 #: A fixed, millisecond-exact instant used as "now" by the unit tests.
 NOW = datetime(2024, 5, 17, 12, 30, 45, 123000, tzinfo=UTC)

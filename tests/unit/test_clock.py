@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine.clock import (
+from taskengine.core.clock import (
     Clock,
     FakeClock,
     SystemClock,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine.codec import BlobFormatError, decode, encode, header_of
+from taskengine.core.codec import BlobFormatError, decode, encode, header_of
 
 VERSION = (sys.version_info.major, sys.version_info.minor)
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine import clock
-from taskengine.cursor import (
+from taskengine.core import clock
+from taskengine.core.cursor import (
     NO_DATE,
     SORT_FIELDS,
     CursorPosition,
@@ -20,8 +20,8 @@ from taskengine.cursor import (
     resolve_sort_property,
     sort_key,
 )
-from taskengine.errors import TaskValidationError
-from taskengine.models import SortDirection, TaskStatus
+from taskengine.core.errors import TaskValidationError
+from taskengine.core.models import SortDirection, TaskStatus
 
 from .factories import NOW, TASK_ID, in_status
 

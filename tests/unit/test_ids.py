@@ -10,7 +10,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine.ids import IdGenerator, millis_of
+from taskengine.core.ids import IdGenerator, millis_of
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 

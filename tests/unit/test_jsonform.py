@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine import codec, errors, jsonform, transitions
-from taskengine.models import BackgroundTask, TaskError, TaskStatus
+from taskengine.core import codec, errors, jsonform, transitions
+from taskengine.core.models import BackgroundTask, TaskError, TaskStatus
 
 from .factories import NODE, NOW, TASK_ID, error, in_status, later, new
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import taskengine
-from taskengine import codec, transitions
 from taskengine.cli import logs
+from taskengine.core import codec, transitions
 
 from ..contract.factories import T0
 
@@ -48,7 +48,7 @@ def test_recovered_attempts_are_logged_with_task_type_and_node(
         engine = taskengine.TaskEngine(store, node_identity="new-node").start()
         engine.stop()
     [record] = [r for r in caplog.records if getattr(r, "task_id", None) == task.id]
-    assert record.name == "taskengine.engine"
+    assert record.name == "taskengine.coordinator.engine"
     assert (record.task_type, record.node) == ("alpha", "new-node")  # type: ignore[attr-defined]
 
 

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from taskengine import models
+from taskengine.core import models
 from taskengine.pool import messages
 
 ERROR = models.TaskError(type="ValueError", message="bad", traceback="tb")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from taskengine import codec, errors
-from taskengine.models import (
+from taskengine.core import codec, errors
+from taskengine.core.models import (
     MAX_CAUSE_DEPTH,
     MAX_ERROR_MESSAGE,
     MAX_TRACEBACK,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from taskengine import codec
+from taskengine.core import codec
 from taskengine.pool import ledger, messages, worker_main
 from tests.conftest import until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from taskengine.publishing import Signal
+from taskengine.coordinator.publishing import Signal
 
 
 def test_wait_times_out_unset() -> None:

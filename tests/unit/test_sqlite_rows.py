@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from taskengine import codec, transitions
-from taskengine.stores import schema
+from taskengine.core import codec, transitions
+from taskengine.stores.sqlite import schema
 from tests.contract.factories import NODE, Status, at, drive, full_task, new
 
 

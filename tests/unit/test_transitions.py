@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine import codec, transitions
-from taskengine.models import BackgroundTask, TaskError, TaskStatus
-from taskengine.transitions import Blocked
+from taskengine.core import codec, transitions
+from taskengine.core.models import BackgroundTask, TaskError, TaskStatus
+from taskengine.core.transitions import Blocked
 
 from .factories import NODE, NOW, TASK_ID, error, in_status, later, new
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine import clock
-from taskengine import validation as v
-from taskengine.errors import TaskValidationError
-from taskengine.models import SortDirection, TaskStatus
+from taskengine.core import clock
+from taskengine.core import validation as v
+from taskengine.core.errors import TaskValidationError
+from taskengine.core.models import SortDirection, TaskStatus
 
 ONE_MB = "x" * 1_000_000
 #: Longest message accepted for an error quoting a huge value.

@@ -1,0 +1,102 @@
+"""``BackgroundTaskConnector``: the public contract of ``TaskEngine`` as a ``Protocol``.
+
+Code that only needs to create and inspect tasks (a web handler, a CLI command) can depend on
+this protocol instead of the engine class, and tests can pass any object that satisfies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from taskengine.coordinator import registry
+from taskengine.core import models
+
+__all__ = ["BackgroundTaskConnector"]
+
+
+@runtime_checkable
+class BackgroundTaskConnector(Protocol):
+    """The methods of SPEC section 3 (TWIN ``IBackgroundTaskConnector``)."""
+
+    def register_handler(
+        self,
+        task_type: str,
+        module: str,
+        method: str,
+        state_change_callback: registry.StateChangeCallback | None = None,
+        *,
+        max_worker_count: int | None = 1,
+        idle_shutdown_timeout: float | timedelta | None = 60.0,
+        initialise_method: str | None = None,
+        shutdown_method: str | None = None,
+        execution_timeout: float | timedelta | None = None,
+        max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | None = None,
+    ) -> None:
+        """Run tasks of ``task_type`` with ``module.method`` in worker processes."""
+        ...
+
+    def unregister_handler(self, task_type: str) -> None:
+        """Drop a handler; its pending tasks wait."""
+        ...
+
+    def create(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        retry_count: int | None = None,
+        retry_interval: float | timedelta | None = None,
+        retain_for: float | timedelta | None = 0,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Store a new task and return its id."""
+        ...
+
+    def create_many(
+        self,
+        task_type: str,
+        payloads: Iterable[Any],
+        *,
+        retry_count: int | None = None,
+        retry_interval: float | timedelta | None = None,
+        retain_for: float | timedelta | None = 0,
+        run_at: datetime | None = None,
+    ) -> list[str]:
+        """Store many tasks in one batch."""
+        ...
+
+    def get(self, task_id: str) -> models.BackgroundTask | None:
+        """A task's record, or None."""
+        ...
+
+    def wait(self, task_id: str, timeout: float | timedelta | None = None) -> models.BackgroundTask:
+        """Block until the task is finished."""
+        ...
+
+    def retry(self, task_id: str) -> bool:
+        """Run a waiting task now, or revive a failed one."""
+        ...
+
+    def cancel(self, task_id: str, *, terminate: bool = False) -> bool:
+        """Cancel a pending (or, with terminate, a processing) task."""
+        ...
+
+    def remove(self, task_id: str) -> bool:
+        """Delete a task whatever its status."""
+        ...
+
+    def query(
+        self,
+        task_type: str | None = None,
+        status: models.TaskStatus | str | None = None,
+        sort_property: str = "date_created",
+        sort_direction: models.SortDirection | str = "asc",
+        cursor: str | None = None,
+        page_size: int = 20,
+    ) -> models.QueryResult:
+        """One page of tasks."""
+        ...
