@@ -25,9 +25,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from taskengine.coordinator import engine as engine_module
-from taskengine.coordinator import registry
 from taskengine.coordinator import stats as engine_stats
-from taskengine.core import errors, models, validation
+from taskengine.core import errors, handlers, models, validation
 
 __all__ = ["AsyncTaskEngine"]
 
@@ -115,7 +114,7 @@ class AsyncTaskEngine:
         task_type: str,
         module: str,
         method: str,
-        state_change_callback: registry.StateChangeCallback | None = None,
+        state_change_callback: handlers.StateChangeCallback | None = None,
         *,
         max_worker_count: int | None = 1,
         idle_shutdown_timeout: float | timedelta | None = 60.0,

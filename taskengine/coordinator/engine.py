@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from taskengine.coordinator import inline, leases, publishing, reactor, registry, retention, writer
 from taskengine.coordinator import stats as engine_stats
-from taskengine.core import clock, codec, errors, ids, models, transitions, validation
+from taskengine.core import clock, codec, errors, handlers, ids, models, transitions, validation
 from taskengine.core import cursor as cursors
 from taskengine.stores import base
 from taskengine.stores.memory.store import MemoryStore
@@ -122,7 +122,7 @@ class TaskEngine:
             )
         self._store: base.TaskStore = MemoryStore() if store is None else store
         self._store.open()
-        self._handlers: dict[str, registry.HandlerSpec] = {}
+        self._handlers: dict[str, handlers.HandlerSpec] = {}
         self._sweeper = retention.RetentionSweeper(self._store, self._clock)
         self._publisher = publishing.Publisher(self._handlers.get, self._sweeper.expires_at)
         self._writer = writer.TaskWriter(self._store, self._publisher)
@@ -322,7 +322,7 @@ class TaskEngine:
         task_type: str,
         module: str,
         method: str,
-        state_change_callback: registry.StateChangeCallback | None = None,
+        state_change_callback: handlers.StateChangeCallback | None = None,
         *,
         max_worker_count: int | None = 1,
         idle_shutdown_timeout: float | timedelta | None = 60.0,

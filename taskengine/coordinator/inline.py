@@ -35,8 +35,8 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from taskengine.coordinator import publishing, registry, writer
-from taskengine.core import clock, context, errors, models, transitions
+from taskengine.coordinator import publishing, writer
+from taskengine.core import clock, context, errors, handlers, models, transitions
 from taskengine.pool import messages, outcomes, worker_main
 from taskengine.stores import base
 
@@ -61,7 +61,7 @@ def is_inline() -> bool:
 class _InlineWorker:
     """The state a worker process would hold: the handler, its event loop, its task count."""
 
-    spec: registry.HandlerSpec
+    spec: handlers.HandlerSpec
     handler: Callable[[Any], Any]
     loop: asyncio.AbstractEventLoop | None = None
     tasks_done: int = 0
@@ -104,7 +104,7 @@ class InlineRunner:
         self._publisher = publisher
         self._clock = clock_
         self._node = node_identity
-        self._specs: dict[str, registry.HandlerSpec] = {}
+        self._specs: dict[str, handlers.HandlerSpec] = {}
         self._workers: dict[str, _InlineWorker] = {}
         self._running: str | None = None
         self._running_type: str | None = None
@@ -137,7 +137,7 @@ class InlineRunner:
         for task_type in list(self._workers):
             self._retire(task_type)
 
-    def register(self, spec: registry.HandlerSpec) -> None:
+    def register(self, spec: handlers.HandlerSpec) -> None:
         """Use ``spec`` for the next attempts of its type (the old inline worker retires)."""
         self._specs[spec.task_type] = spec
         self._retire(spec.task_type)
@@ -286,7 +286,7 @@ class InlineRunner:
             self._retire(task.type)
 
     def _crash_error(
-        self, task: models.BackgroundTask, spec: registry.HandlerSpec
+        self, task: models.BackgroundTask, spec: handlers.HandlerSpec
     ) -> models.TaskError:
         return outcomes.exit_error(
             pid=os.getpid(),

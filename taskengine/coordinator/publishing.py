@@ -23,8 +23,7 @@ from typing import Final, Protocol
 
 import attrs
 
-from taskengine.coordinator import registry
-from taskengine.core import errors, models
+from taskengine.core import errors, handlers, models
 from taskengine.stores import base
 
 __all__ = ["FinishedCache", "Publisher", "Signal", "Wakeup", "Watcher"]
@@ -165,7 +164,7 @@ class Publisher:
 
     def __init__(
         self,
-        lookup: Callable[[str], registry.HandlerSpec | None],
+        lookup: Callable[[str], handlers.HandlerSpec | None],
         on_retention: Callable[[datetime], None] | None = None,
     ) -> None:
         self._lookup = lookup
@@ -175,7 +174,7 @@ class Publisher:
         self._finished = FinishedCache()
         # One queue item per stored batch: a wakeup of the callback thread per batch, not per task.
         self._queue: queue.SimpleQueue[
-            list[tuple[registry.StateChangeCallback, models.BackgroundTask]]
+            list[tuple[handlers.StateChangeCallback, models.BackgroundTask]]
             | threading.Event
             | None
         ] = queue.SimpleQueue()
@@ -246,7 +245,7 @@ class Publisher:
 
         Called in store order, under the writer's lock, once per stored batch.
         """
-        calls: list[tuple[registry.StateChangeCallback, models.BackgroundTask]] = []
+        calls: list[tuple[handlers.StateChangeCallback, models.BackgroundTask]] = []
         earliest: datetime | None = None
         woken: list[tuple[Wakeup, _Waiter, models.BackgroundTask]] = []
         with self._lock:

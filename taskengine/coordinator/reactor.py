@@ -28,8 +28,8 @@ from typing import Any, Final, TypeVar
 
 import psutil
 
-from taskengine.coordinator import planner, registry, writer
-from taskengine.core import clock, errors, models, transitions
+from taskengine.coordinator import planner, writer
+from taskengine.core import clock, errors, handlers, models, transitions
 from taskengine.pool import messages, outcomes, pool, process
 from taskengine.stores import base
 
@@ -242,7 +242,7 @@ class Reactor:
 
     # -- commands (run on the reactor thread) ---------------------------------------------
 
-    def register(self, spec: registry.HandlerSpec) -> None:
+    def register(self, spec: handlers.HandlerSpec) -> None:
         """Create or replace the pool of ``spec.task_type``."""
         existing = self._pools.get(spec.task_type)
         if existing is None:

@@ -11,33 +11,12 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
-import attrs
+from taskengine.core import errors, validation
+from taskengine.core.handlers import HandlerSpec
 
-from taskengine.core import errors, models, validation
-
-__all__ = ["HandlerSpec", "StateChangeCallback", "make_spec"]
-
-StateChangeCallback = Callable[[models.BackgroundTask], Any]
-
-
-@attrs.frozen(kw_only=True)
-class HandlerSpec:
-    """One task type's registration (validated)."""
-
-    task_type: str
-    module: str
-    method: str
-    state_change_callback: StateChangeCallback | None
-    max_worker_count: int
-    idle_shutdown_timeout: float | None
-    initialise_method: str | None
-    shutdown_method: str | None
-    execution_timeout: float | None
-    max_tasks_per_worker: int | None
-    max_memory_per_worker: int | None
+__all__ = ["make_spec"]
 
 
 def _find_module(module: str) -> None:

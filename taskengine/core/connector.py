@@ -10,8 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from taskengine.coordinator import registry
-from taskengine.core import models
+from taskengine.core import handlers, models
 
 __all__ = ["BackgroundTaskConnector"]
 
@@ -25,7 +24,7 @@ class BackgroundTaskConnector(Protocol):
         task_type: str,
         module: str,
         method: str,
-        state_change_callback: registry.StateChangeCallback | None = None,
+        state_change_callback: handlers.StateChangeCallback | None = None,
         *,
         max_worker_count: int | None = 1,
         idle_shutdown_timeout: float | timedelta | None = 60.0,

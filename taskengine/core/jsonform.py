@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from taskengine.core import codec, errors, models, validation
+from taskengine.core import codec, errors, validation
+from taskengine.core.states import TaskStatus
+
+if TYPE_CHECKING:
+    from taskengine.core import models
 
 __all__ = [
-    "error_from_json",
+    "ErrorFields",
+    "error_fields_from_json",
     "error_to_json",
     "format_date",
     "parse_date",
-    "task_from_json",
+    "task_fields_from_json",
     "task_to_json",
 ]
 
@@ -67,8 +72,17 @@ def error_to_json(error: models.TaskError) -> dict[str, Any]:
 MAX_JSON_CAUSE_DEPTH = 100
 
 
-def error_from_json(data: object, field: str = "error", _depth: int = 0) -> models.TaskError:
-    """Build a ``TaskError`` from its JSON form."""
+class ErrorFields(TypedDict):
+    """The checked fields of a task error's JSON form (``TaskError.from_fields`` builds it)."""
+
+    type: str
+    message: str
+    traceback: str | None
+    cause: ErrorFields | None
+
+
+def error_fields_from_json(data: object, field: str = "error", _depth: int = 0) -> ErrorFields:
+    """Check a task error's JSON form and return its fields."""
     if _depth > MAX_JSON_CAUSE_DEPTH:
         raise errors.TaskValidationError(
             field, "<nested>", f"causes nested deeper than {MAX_JSON_CAUSE_DEPTH}"
@@ -81,11 +95,13 @@ def error_from_json(data: object, field: str = "error", _depth: int = 0) -> mode
     if tb is not None and not isinstance(tb, str):
         raise errors.TaskValidationError(f"{field}.traceback", tb, "expected a string or null")
     cause = data.get("cause")
-    return models.TaskError(
+    return ErrorFields(
         type=kind,
         message=message,
         traceback=tb,
-        cause=None if cause is None else error_from_json(cause, f"{field}.cause", _depth + 1),
+        cause=None
+        if cause is None
+        else error_fields_from_json(cause, f"{field}.cause", _depth + 1),
     )
 
 
@@ -169,8 +185,12 @@ def _required_date(data: dict[str, Any], name: str) -> datetime:
     return value
 
 
-def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
-    """Build a task from its TWIN JSON form; ``TaskValidationError`` names the bad field."""
+def task_fields_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Check a task's TWIN JSON form and return the fields of its ``BackgroundTask``.
+
+    ``error`` is left as ``ErrorFields`` (or None); ``BackgroundTask.from_json`` builds the
+    objects, so that this module needs the model classes only for type checking.
+    """
     if not isinstance(data, dict):
         raise errors.TaskValidationError("data", data, "expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in data]
@@ -181,7 +201,7 @@ def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
     assert task_id is not None
     assert task_type is not None
     try:
-        status = models.TaskStatus(str(data.get("status")))
+        status = TaskStatus(str(data.get("status")))
     except ValueError as exc:
         raise errors.TaskValidationError("status", data.get("status"), "unknown status") from exc
     retain_ms = _int_field(data, "retainFor", minimum=-1, nullable=False, maximum=_MAX_DURATION_MS)
@@ -203,28 +223,28 @@ def task_from_json(data: dict[str, Any]) -> models.BackgroundTask:
         payload_blob = codec.encode(data.get("payload"))
         # A success always stores its handler's return value, None included (as transitions
         # .succeed does), so that a record survives the JSON form unchanged.
-        success = status is models.TaskStatus.SUCCESS
+        success = status is TaskStatus.SUCCESS
         result_blob = codec.encode(result) if success or result is not None else None
     except Exception as exc:
         raise errors.TaskValidationError("payload", data.get("payload"), str(exc)) from exc
-    return models.BackgroundTask(
-        id=task_id,
-        type=task_type,
-        status=status,
-        payload_blob=payload_blob,
-        result_blob=result_blob,
-        error=None if error is None else error_from_json(error),
-        date_created=_required_date(data, "dateCreated"),
-        date_modified=_required_date(data, "dateModified"),
-        date_completed=parse_date("dateCompleted", data.get("dateCompleted")),
-        date_cancelled=parse_date("dateCancelled", data.get("dateCancelled")),
-        date_next_process=parse_date("dateNextProcess", data.get("dateNextProcess")),
-        date_retain_until=parse_date("dateRetainUntil", data.get("dateRetainUntil")),
-        retries_remaining=_int_field(data, "retriesRemaining", minimum=0, nullable=True),
-        retry_interval=retry_ms / 1000,
-        retain_for=None if retain_ms == -1 else retain_ms / 1000,
-        attempts=_int_field(data, "attempts", minimum=0, nullable=False) or 0,
-        node_identity=_str_field(data, "nodeIdentity", nullable=True),
-        progress=None if progress is None else float(progress),
-        idempotency_key=_str_field(data, "idempotencyKey", nullable=True),
-    )
+    return {
+        "id": task_id,
+        "type": task_type,
+        "status": status,
+        "payload_blob": payload_blob,
+        "result_blob": result_blob,
+        "error": None if error is None else error_fields_from_json(error),
+        "date_created": _required_date(data, "dateCreated"),
+        "date_modified": _required_date(data, "dateModified"),
+        "date_completed": parse_date("dateCompleted", data.get("dateCompleted")),
+        "date_cancelled": parse_date("dateCancelled", data.get("dateCancelled")),
+        "date_next_process": parse_date("dateNextProcess", data.get("dateNextProcess")),
+        "date_retain_until": parse_date("dateRetainUntil", data.get("dateRetainUntil")),
+        "retries_remaining": _int_field(data, "retriesRemaining", minimum=0, nullable=True),
+        "retry_interval": retry_ms / 1000,
+        "retain_for": None if retain_ms == -1 else retain_ms / 1000,
+        "attempts": _int_field(data, "attempts", minimum=0, nullable=False) or 0,
+        "node_identity": _str_field(data, "nodeIdentity", nullable=True),
+        "progress": None if progress is None else float(progress),
+        "idempotency_key": _str_field(data, "idempotencyKey", nullable=True),
+    }

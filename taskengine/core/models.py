@@ -9,14 +9,14 @@ effect, and the coordinator never unpickles user objects it only passes along.
 from __future__ import annotations
 
 import builtins
-import enum
 import traceback as traceback_module
 from datetime import datetime
 from typing import Any
 
 import attrs
 
-from taskengine.core import codec, errors
+from taskengine.core import codec, errors, jsonform
+from taskengine.core.states import SortDirection, TaskStatus
 
 __all__ = [
     "BackgroundTask",
@@ -32,44 +32,6 @@ MAX_ERROR_MESSAGE = 4_000
 MAX_TRACEBACK = 20_000
 #: How many ``__cause__``/``__context__`` links are followed.
 MAX_CAUSE_DEPTH = 5
-
-
-class TaskStatus(enum.StrEnum):
-    """Where a task is in its life (SPEC section 4)."""
-
-    #: Waiting for its first or next attempt.
-    PENDING = "pending"
-    #: An attempt is running on a worker.
-    PROCESSING = "processing"
-    #: The handler returned; ``result`` is set.
-    SUCCESS = "success"
-    #: The last attempt failed and no retries remain.
-    FAILED = "failed"
-    #: Cancelled before or (with ``terminate=True``) during an attempt.
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        """True for success, failed and cancelled."""
-        return self in _FINAL
-
-    def __str__(self) -> str:
-        return self.value
-
-
-_FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
-
-
-class SortDirection(enum.StrEnum):
-    """Direction of a query's sort."""
-
-    #: Oldest / smallest first.
-    ASCENDING = "asc"
-    #: Newest / largest first.
-    DESCENDING = "desc"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _cut(text: str, limit: int) -> str:
@@ -123,9 +85,23 @@ class TaskError:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form: ``{"type", "message", "traceback", "cause"}``."""
-        from taskengine.core import jsonform
-
         return jsonform.error_to_json(self)
+
+    @classmethod
+    def from_json(cls, data: object, field: str = "error") -> TaskError:
+        """Build an error from its JSON form; ``TaskValidationError`` names the bad field."""
+        return cls.from_fields(jsonform.error_fields_from_json(data, field))
+
+    @classmethod
+    def from_fields(cls, fields: jsonform.ErrorFields) -> TaskError:
+        """Build an error (and its causes) from the checked fields of its JSON form."""
+        cause = fields["cause"]
+        return cls(
+            type=fields["type"],
+            message=fields["message"],
+            traceback=fields["traceback"],
+            cause=None if cause is None else cls.from_fields(cause),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -180,16 +156,14 @@ class BackgroundTask:
 
     def to_json(self) -> dict[str, Any]:
         """Return the TWIN JSON form (camelCase names, ISO dates, millisecond durations)."""
-        from taskengine.core import jsonform
-
         return jsonform.task_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BackgroundTask:
         """Build a task from its TWIN JSON form; ``TaskValidationError`` if it is malformed."""
-        from taskengine.core import jsonform
-
-        return jsonform.task_from_json(data)
+        fields = jsonform.task_fields_from_json(data)
+        error = fields.pop("error")
+        return cls(**fields, error=None if error is None else TaskError.from_fields(error))
 
 
 @attrs.frozen(kw_only=True)

@@ -12,7 +12,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from taskengine.core import errors, models
+from taskengine.core import errors
+from taskengine.core.states import SortDirection, TaskStatus
 
 __all__ = [
     "check_aware_datetime",
@@ -193,27 +194,27 @@ def check_page_size(value: object) -> int:
     return value
 
 
-def check_status(value: object) -> models.TaskStatus | None:
+def check_status(value: object) -> TaskStatus | None:
     """None, a ``TaskStatus``, or its string value."""
     if value is None:
         return None
-    if isinstance(value, models.TaskStatus):
+    if isinstance(value, TaskStatus):
         return value
     if isinstance(value, str):
         try:
-            return models.TaskStatus(value)
+            return TaskStatus(value)
         except ValueError:
             pass
-    raise _fail("status", value, "expected one of " + ", ".join(s.value for s in models.TaskStatus))
+    raise _fail("status", value, "expected one of " + ", ".join(s.value for s in TaskStatus))
 
 
-def check_sort_direction(value: object) -> models.SortDirection:
+def check_sort_direction(value: object) -> SortDirection:
     """A ``SortDirection`` or ``"asc"``/``"desc"``."""
-    if isinstance(value, models.SortDirection):
+    if isinstance(value, SortDirection):
         return value
     if isinstance(value, str):
         try:
-            return models.SortDirection(value)
+            return SortDirection(value)
         except ValueError:
             pass
     raise _fail("sort_direction", value, "expected 'asc' or 'desc'")

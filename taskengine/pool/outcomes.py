@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import signal
 
-from taskengine.coordinator import registry
-from taskengine.core import errors, models
+from taskengine.core import errors, handlers, models
 from taskengine.pool import process
 
 __all__ = ["describe_exit", "exit_error"]
@@ -37,7 +36,7 @@ def exit_error(
     reason: process.KillReason | None,
     was_starting: bool,
     exitcode: int | None,
-    spec: registry.HandlerSpec,
+    spec: handlers.HandlerSpec,
     start_timeout: float,
 ) -> models.TaskError:
     """The error of the attempt that was running when worker ``pid`` ended."""

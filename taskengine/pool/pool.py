@@ -13,7 +13,7 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Final
 
-from taskengine.coordinator import registry
+from taskengine.core import handlers
 from taskengine.pool import process, worker_main
 
 __all__ = ["WorkerPool"]
@@ -54,7 +54,7 @@ State = process.WorkerState
 class WorkerPool:
     """The workers of one task type and the registration they run."""
 
-    def __init__(self, spec: registry.HandlerSpec, mp_context: BaseContext) -> None:
+    def __init__(self, spec: handlers.HandlerSpec, mp_context: BaseContext) -> None:
         self.spec = spec
         self.generation = 0
         self.workers: list[process.WorkerProcess] = []
@@ -69,7 +69,7 @@ class WorkerPool:
         #: Sum of the run times of every finished attempt (for the exact mean in stats).
         self.run_seconds_total = 0.0
 
-    def replace_spec(self, spec: registry.HandlerSpec) -> None:
+    def replace_spec(self, spec: handlers.HandlerSpec) -> None:
         """Switch to a new registration; workers of the old one retire after their attempt."""
         self.spec = spec
         self.generation += 1

@@ -1,6 +1,4 @@
-"""The periodic task scheduler (``TaskScheduler``): fire times, slots shared through a store,
-and the callbacks it runs.
-"""
+"""The periodic task scheduler: fire times, slots shared through a store, and its callbacks."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import attrs
 from taskengine.core import errors, validation
 
 if TYPE_CHECKING:
-    from taskengine.coordinator.engine import TaskEngine
+    from taskengine.core.connector import BackgroundTaskConnector
 
 __all__ = ["Invoker", "make_invoker", "task_creating_callback"]
 
@@ -72,7 +72,7 @@ def make_invoker(callback: object) -> Invoker:
 
 
 def task_creating_callback(
-    engine: TaskEngine, task_type: str, payload: Any = None, **options: Any
+    engine: BackgroundTaskConnector, task_type: str, payload: Any = None, **options: Any
 ) -> Callable[[], str]:
     """A callback that creates one background task per firing (``engine.create``).
 

@@ -29,12 +29,13 @@ from taskengine.core import clock as clocks
 from taskengine.core import errors, validation
 from taskengine.scheduler import callbacks as scheduler_callbacks
 from taskengine.scheduler import claim as scheduler_claim
+from taskengine.scheduler import targets
 from taskengine.scheduler import times as times_
 from taskengine.scheduler.times import ScheduledTaskInfo, ScheduledTaskTime
 from taskengine.stores import schedules
 
 if TYPE_CHECKING:
-    from taskengine.coordinator.engine import TaskEngine
+    from taskengine.core.connector import BackgroundTaskConnector
 
 __all__ = ["ScheduledTaskInfo", "ScheduledTaskTime", "TaskScheduler"]
 
@@ -88,7 +89,7 @@ class TaskScheduler:
             raise errors.TaskValidationError("callback_threads", callback_threads, "expected >= 1")
         self._threads = threads
         self._clock: clocks.Clock = clock or _clock_of(engine_or_store) or clocks.SystemClock()
-        self._store, self._owns_store = schedules.for_target(engine_or_store)
+        self._store, self._owns_store = targets.for_target(engine_or_store)
         self._store.open()
         self._cond = threading.Condition()
         self._schedules: dict[str, _Schedule] = {}
@@ -272,7 +273,7 @@ class TaskScheduler:
 
     @staticmethod
     def create_task_callback(
-        engine: TaskEngine, task_type: str, payload: Any = None, **options: Any
+        engine: BackgroundTaskConnector, task_type: str, payload: Any = None, **options: Any
     ) -> Callable[[], str]:
         """A callback that creates one engine task per firing, so the work runs in the pools.
 

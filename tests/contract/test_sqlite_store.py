@@ -736,7 +736,8 @@ def test_any_valid_file_name_opens_the_file_it_names(tmp_path: Path, how: str) -
 
 @pytest.mark.parametrize("how", list(_odd_names(Path("/x"))))
 def test_the_schedule_store_opens_any_valid_file_name(tmp_path: Path, how: str) -> None:
-    from taskengine.stores.schedules import ScheduleRecord, SqliteScheduleStore
+    from taskengine.stores.schedules import ScheduleRecord
+    from taskengine.stores.sqlite.schedules import SqliteScheduleStore
 
     name = _odd_names(tmp_path)[how]
     os.makedirs(os.path.dirname(name), exist_ok=True)

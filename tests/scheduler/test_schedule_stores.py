@@ -12,14 +12,11 @@ import pytest
 
 from taskengine import MemoryStore, ScheduledTaskTime, SqliteStore, TaskEngine, TaskScheduler
 from taskengine.core.clock import FakeClock
-from taskengine.stores.schedules import (
-    MemoryScheduleStore,
-    ScheduleRecord,
-    ScheduleStore,
-    SqliteScheduleStore,
-    for_target,
-)
+from taskengine.scheduler.targets import for_target
+from taskengine.stores.memory.schedules import MemoryScheduleStore
+from taskengine.stores.schedules import ScheduleRecord, ScheduleStore
 from taskengine.stores.sqlite import schema
+from taskengine.stores.sqlite.schedules import SqliteScheduleStore
 
 from ..conftest import until
 from .conftest import START

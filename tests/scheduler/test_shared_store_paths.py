@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from taskengine import ScheduledTaskTime, StoreError, TaskScheduler
 from taskengine.core.clock import FakeClock
-from taskengine.stores.schedules import MemoryScheduleStore
+from taskengine.stores.memory.schedules import MemoryScheduleStore
 
 from .conftest import START
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskengine.core import codec, errors, jsonform, transitions
+from taskengine.core import codec, errors, jsonform, models, transitions
 from taskengine.core.models import BackgroundTask, TaskError, TaskStatus
 
 from .factories import NODE, NOW, TASK_ID, error, in_status, later, new
@@ -65,7 +65,7 @@ def test_to_json_adds_the_idempotency_key_when_set() -> None:
     data = new(idempotency_key="order-42").to_json()
     assert set(data) == ALL_KEYS | {"idempotencyKey"}
     assert data["idempotencyKey"] == "order-42"
-    assert jsonform.task_from_json(data).idempotency_key == "order-42"
+    assert models.BackgroundTask.from_json(data).idempotency_key == "order-42"
 
 
 @pytest.mark.parametrize("status", list(TaskStatus))
@@ -130,11 +130,11 @@ def test_retain_for_is_integer_milliseconds_and_minus_one_for_forever(
     data = new(retain_for=retain_for).to_json()
     assert data["retainFor"] == millis
     assert type(data["retainFor"]) is int
-    assert jsonform.task_from_json(data).retain_for == retain_for
+    assert models.BackgroundTask.from_json(data).retain_for == retain_for
 
 
 def test_from_json_reads_minus_one_as_forever_and_ms_as_seconds() -> None:
-    task = jsonform.task_from_json(valid_json(retainFor=-1, retryInterval=1500))
+    task = models.BackgroundTask.from_json(valid_json(retainFor=-1, retryInterval=1500))
     assert task.retain_for is None
     assert task.retry_interval == 1.5
 
@@ -145,7 +145,7 @@ def test_error_with_cause_round_trips() -> None:
     top = TaskError(type="WorkerInitError", message="init failed", traceback="tb", cause=middle)
     data = jsonform.error_to_json(top)
     assert data["cause"]["cause"]["type"] == "OSError"
-    assert jsonform.error_from_json(json.loads(json.dumps(data))) == top
+    assert models.TaskError.from_json(json.loads(json.dumps(data))) == top
 
     task = attrs.evolve(in_status(TaskStatus.FAILED), error=top)
     back = BackgroundTask.from_json(json.loads(json.dumps(task.to_json())))
@@ -239,13 +239,13 @@ def test_parse_date_rejects_malformed_dates(text: object) -> None:
         jsonform.parse_date("dateCreated", text)
     assert info.value.argument == "dateCreated"
     with pytest.raises(errors.TaskValidationError, match="dateCreated") as info:
-        jsonform.task_from_json(valid_json(dateCreated=text))
+        models.BackgroundTask.from_json(valid_json(dateCreated=text))
 
 
 @pytest.mark.parametrize("key", [k for k in DATE_KEYS if k not in {"dateCreated"}])
 def test_from_json_rejects_a_naive_date_in_every_date_field(key: str) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
-        jsonform.task_from_json(valid_json(**{key: "2024-01-01T00:00:00.000"}))
+        models.BackgroundTask.from_json(valid_json(**{key: "2024-01-01T00:00:00.000"}))
     assert info.value.argument == key
 
 
@@ -259,19 +259,19 @@ NULLABLE_KEYS = sorted(ALL_KEYS - set(REQUIRED_KEYS))
 @pytest.mark.parametrize("key", REQUIRED_KEYS)
 def test_from_json_rejects_a_missing_required_field(key: str) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
-        jsonform.task_from_json(without(key))
+        models.BackgroundTask.from_json(without(key))
     assert info.value.argument == key
 
 
 @pytest.mark.parametrize("key", NULLABLE_KEYS)
 def test_from_json_rejects_a_missing_nullable_field(key: str) -> None:
     with pytest.raises(errors.TaskValidationError):
-        jsonform.task_from_json(without(key))
+        models.BackgroundTask.from_json(without(key))
 
 
 @pytest.mark.parametrize("key", NULLABLE_KEYS)
 def test_from_json_accepts_null_for_nullable_fields(key: str) -> None:
-    task = jsonform.task_from_json(valid_json(**{key: None}))
+    task = models.BackgroundTask.from_json(valid_json(**{key: None}))
     assert task.id == TASK_ID
 
 
@@ -318,7 +318,7 @@ def test_from_json_accepts_null_for_nullable_fields(key: str) -> None:
 )
 def test_from_json_rejects_bad_values(changes: dict[str, Any], argument: str) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
-        jsonform.task_from_json(valid_json(**changes))
+        models.BackgroundTask.from_json(valid_json(**changes))
     assert info.value.argument == argument
     assert argument in str(info.value)
 
@@ -326,7 +326,7 @@ def test_from_json_rejects_bad_values(changes: dict[str, Any], argument: str) ->
 @pytest.mark.parametrize("data", [None, [], "task", 42, ("id", "x")], ids=repr)
 def test_from_json_rejects_a_non_object(data: object) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
-        jsonform.task_from_json(data)  # type: ignore[arg-type]
+        models.BackgroundTask.from_json(data)  # type: ignore[arg-type]
     assert info.value.argument == "data"
 
 
@@ -340,14 +340,14 @@ def test_from_json_rejects_a_non_object(data: object) -> None:
 )
 def test_from_json_rejects_huge_durations(changes: dict[str, Any], argument: str) -> None:
     with pytest.raises(errors.TaskValidationError) as info:
-        jsonform.task_from_json(valid_json(**changes))
+        models.BackgroundTask.from_json(valid_json(**changes))
     assert info.value.argument == argument
 
 
 def test_from_json_bounds_the_retry_interval() -> None:
     data = valid_json(status="processing", retryInterval=10**100)
     try:
-        task = jsonform.task_from_json(data)
+        task = models.BackgroundTask.from_json(data)
     except errors.TaskValidationError:
         return
     transitions.fail_attempt(task, error(), NOW)
@@ -355,7 +355,7 @@ def test_from_json_bounds_the_retry_interval() -> None:
 
 def test_from_json_result_and_payload_accept_any_json() -> None:
     data = valid_json(payload=[1, "two", {"three": None}], result={"ok": True})
-    task = jsonform.task_from_json(data)
+    task = models.BackgroundTask.from_json(data)
     assert task.payload == [1, "two", {"three": None}]
     assert task.result == {"ok": True}
     assert codec.decode(task.payload_blob) == task.payload

@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from typing import Any, Final, LiteralString
 
 from taskengine.core import cursor, models
-from taskengine.stores import base
-from taskengine.stores.sqlite import schema as sqlite_schema
+from taskengine.stores import base, rows
 
 __all__ = [
     "COLUMNS",
@@ -47,7 +46,7 @@ SCHEMA_VERSION: Final = 2
 
 #: Column order of every SELECT and INSERT of a task: the same as SQLite's, so that row
 #: conversion and changed-column updates read alike in both stores.
-COLUMNS: Final[tuple[LiteralString, ...]] = sqlite_schema.COLUMNS
+COLUMNS: Final[tuple[LiteralString, ...]] = rows.COLUMNS
 
 _SELECT_LIST: Final[LiteralString] = ", ".join(COLUMNS)
 _PLACEHOLDERS: Final[LiteralString] = ", ".join("%s" for _ in COLUMNS)
@@ -319,7 +318,7 @@ def upgrade(conn: Any) -> None:
 
 def to_row(task: models.BackgroundTask) -> tuple[object, ...]:
     """The column values of ``task`` in ``COLUMNS`` order (the same values as in SQLite)."""
-    return sqlite_schema.to_row(task)
+    return rows.to_row(task)
 
 
 def from_row(row: tuple[Any, ...]) -> models.BackgroundTask:
@@ -331,4 +330,4 @@ def from_row(row: tuple[Any, ...]) -> models.BackgroundTask:
     # The columns hold the same values as SQLite's, but a bytea may arrive as a memoryview.
     payload, result = row[3], row[4]
     blobs = (bytes(payload), None if result is None else bytes(result))
-    return sqlite_schema.from_row((*row[:3], *blobs, *row[5:]))
+    return rows.from_row((*row[:3], *blobs, *row[5:]))
