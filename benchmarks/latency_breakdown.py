@@ -25,7 +25,8 @@ from typing import Any
 
 import taskengine
 from benchmarks import common
-from taskengine.coordinator import publishing, reactor
+from taskengine.coordinator import dispatch, publishing
+from taskengine.pool import supervisor
 
 Marks = dict[str, list[float]]
 _marks: Marks = {}
@@ -71,9 +72,9 @@ def main() -> None:
         args.trips = 100
     load_before = [round(x, 2) for x in os.getloadavg()]
     wrapped = [
-        _wrap(reactor.Reactor, "_send_queued", "send_run"),
-        _wrap(reactor.Reactor, "_receive", "receive"),
-        _wrap(reactor.Reactor, "_dispatch", "dispatch"),
+        _wrap(supervisor.Supervisor, "_send_queued", "send_run"),
+        _wrap(supervisor.Supervisor, "_receive", "receive"),
+        _wrap(dispatch.Dispatch, "run", "dispatch"),
         _wrap(publishing.Publisher, "publish", "publish"),
     ]
     rows = []

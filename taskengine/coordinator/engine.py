@@ -18,7 +18,16 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final
 
-from taskengine.coordinator import inline, leases, publishing, reactor, registry, retention, writer
+from taskengine.coordinator import (
+    inline,
+    leases,
+    publishing,
+    reactor,
+    registry,
+    retention,
+    runner,
+    writer,
+)
 from taskengine.coordinator import stats as engine_stats
 from taskengine.core import clock, codec, errors, handlers, ids, models, transitions, validation
 from taskengine.core import cursor as cursors
@@ -129,9 +138,11 @@ class TaskEngine:
         self._watcher = publishing.Watcher(self._store, self._publisher, self._writer.barrier)
         self._status_reader = self._store if isinstance(self._store, base.StatusReader) else None
         self._ids = ids.IdGenerator()
-        self._reactor: reactor.Reactor | inline.InlineRunner
+        self._reactor: runner.Runner
+        # Set in inline execution only: the runner behind run_next()/run_until_idle().
+        self._inline: inline.InlineRunner | None = None
         if execution == "inline":
-            self._reactor = inline.InlineRunner(
+            self._reactor = self._inline = inline.InlineRunner(
                 store=self._store,
                 task_writer=self._writer,
                 publisher=self._publisher,
@@ -274,14 +285,15 @@ class TaskEngine:
         return self._inline_runner().run_until_idle(limit)
 
     def _inline_runner(self) -> inline.InlineRunner:
-        if not isinstance(self._reactor, inline.InlineRunner):
+        inline_runner = self._inline
+        if inline_runner is None:
             raise errors.TaskEngineError(
                 "run_next()/run_until_idle() need TaskEngine(..., execution='inline')"
             )
         self._check_open()
         if not self._started:
             self.start()
-        return self._reactor
+        return inline_runner
 
     def _on_clock_moved(self) -> None:
         self._reactor.wake()
@@ -584,7 +596,7 @@ class TaskEngine:
         self._check_open()
         now = self._clock.now()
         counts = self._store.count_tasks(now)
-        facts: dict[str, dict[str, Any]] = {}
+        facts: dict[str, runner.PoolFacts] = {}
         with self._lifecycle:
             live = self._started and not self._stopped
         if live:
@@ -724,11 +736,9 @@ class TaskEngine:
 
     def _held_task_ids(self) -> set[str] | None:
         """The attempts the reactor holds; None when it does not answer soon (stopping)."""
-        runner = self._reactor
-        if not isinstance(runner, reactor.Reactor):
-            return None  # inline execution holds nothing between calls
+        running = self._reactor
         try:
-            return runner.submit(runner.held_task_ids).result(timeout=2.0)
+            return running.submit(running.held_task_ids).result(timeout=2.0)
         except concurrent.futures.TimeoutError:
             return None
 

@@ -37,7 +37,7 @@ import attrs
 
 from taskengine.coordinator import publishing, writer
 from taskengine.core import clock, context, errors, handlers, models, transitions
-from taskengine.pool import messages, outcomes, worker_main
+from taskengine.pool import messages, outcomes, pool, worker_main
 from taskengine.stores import base
 
 __all__ = ["InlineRunner", "is_inline"]
@@ -151,21 +151,26 @@ class InlineRunner:
         """Nothing to kill: the record was already changed, so the fenced outcome is dropped."""
         return self._running == task_id
 
-    def pool_facts(self) -> dict[str, dict[str, Any]]:
-        """The reactor's per-type pool figures, for the inline worker of each registered type."""
-        facts: dict[str, dict[str, Any]] = {}
+    def held_task_ids(self) -> None:
+        """None: attempts run inside ``run_next`` calls, so no claim is held between them."""
+        return None
+
+    def pool_facts(self) -> dict[str, pool.PoolFacts]:
+        """The pool figures of the inline worker of each registered type."""
+        facts: dict[str, pool.PoolFacts] = {}
         for task_type in self._specs:
             counters = self._counters.get(task_type, {})
-            facts[task_type] = {
-                "pids": [os.getpid()] if task_type in self._workers else [],
-                "alive": 1 if task_type in self._workers else 0,
-                "busy": 1 if self._running is not None and self._running_type == task_type else 0,
-                "tasks_done": int(counters.get("tasks_done", 0)),
-                "failures": int(counters.get("failures", 0)),
-                "crashes": int(counters.get("crashes", 0)),
-                "run_seconds_total": counters.get("run_seconds_total", 0.0),
-                "max_worker_count": 1,
-            }
+            present = task_type in self._workers
+            facts[task_type] = pool.PoolFacts(
+                pids=(os.getpid(),) if present else (),
+                alive=1 if present else 0,
+                busy=1 if self._running is not None and self._running_type == task_type else 0,
+                tasks_done=int(counters.get("tasks_done", 0)),
+                failures=int(counters.get("failures", 0)),
+                crashes=int(counters.get("crashes", 0)),
+                run_seconds_total=counters.get("run_seconds_total", 0.0),
+                max_worker_count=1,
+            )
         return facts
 
     def _count(self, task_type: str, **steps: float) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from taskengine.core import jsonform, models
+from taskengine.pool import pool
 from taskengine.stores import base
 
 __all__ = ["EngineStats", "TypeStats", "build"]
@@ -149,7 +150,7 @@ def build(
     node_identity: str,
     now: datetime,
     counts: Iterable[base.TaskCount],
-    pool_facts: Mapping[str, Mapping[str, Any]],
+    pool_facts: Mapping[str, pool.PoolFacts],
     registered: Iterable[str],
     is_dispatching: bool,
 ) -> EngineStats:
@@ -170,16 +171,16 @@ def build(
         entry(task_type)["is_registered"] = True
     for task_type, facts in pool_facts.items():
         values = entry(task_type)
-        done = int(facts.get("tasks_done", 0))
+        done = facts.tasks_done
         values.update(
             is_registered=True,
-            workers_alive=int(facts.get("alive", len(facts.get("pids", ())))),
-            workers_busy=int(facts.get("busy", 0)),
-            max_worker_count=int(facts.get("max_worker_count", 0)),
+            workers_alive=facts.alive,
+            workers_busy=facts.busy,
+            max_worker_count=facts.max_worker_count,
             tasks_done=done,
-            failures=int(facts.get("failures", 0)),
-            crashes=int(facts.get("crashes", 0)),
-            mean_run_time=float(facts.get("run_seconds_total", 0.0)) / done if done else None,
+            failures=facts.failures,
+            crashes=facts.crashes,
+            mean_run_time=facts.run_seconds_total / done if done else None,
         )
     return EngineStats(
         node_identity=node_identity,

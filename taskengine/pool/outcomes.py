@@ -1,4 +1,4 @@
-"""How an attempt ended when its worker did not report a result: the task error to record.
+"""How attempts ended, as plain values, and the task error of an attempt whose worker died.
 
 Crash messages name the signal or exit code (as loky's ``TerminatedWorkerError`` does), so that
 a user reading ``task.error`` can tell a SIGKILL from ``os._exit(3)`` from a timeout.
@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import signal
 
+import attrs
+
 from taskengine.core import errors, handlers, models
 from taskengine.pool import process
 
-__all__ = ["describe_exit", "exit_error"]
+__all__ = [
+    "Failed",
+    "Finished",
+    "Outcome",
+    "Progressed",
+    "Unstarted",
+    "describe_exit",
+    "exit_error",
+]
 
 Reason = process.KillReason
 
@@ -72,3 +82,43 @@ def exit_error(
     return models.TaskError.of(
         crashed, f"worker {pid} exited with {how} before returning a result (attempt {attempt})"
     )
+
+
+# -- what the supervisor reports: plain values, turned into task changes by the coordinator --
+
+
+@attrs.frozen
+class Finished:
+    """The handler returned (``result_blob``) or raised (``error``) for ``task``'s attempt."""
+
+    task: models.BackgroundTask
+    result_blob: bytes | None
+    error: models.TaskError | None
+
+
+@attrs.frozen
+class Failed:
+    """``task``'s attempt ended without a result from its handler: ``error`` says why."""
+
+    task: models.BackgroundTask
+    error: models.TaskError
+
+
+@attrs.frozen
+class Unstarted:
+    """``task`` was handed to a worker that will never run it: it goes back uncounted."""
+
+    task: models.BackgroundTask
+
+
+@attrs.frozen
+class Progressed:
+    """The handler of ``task``'s running attempt reported its progress."""
+
+    task: models.BackgroundTask
+    fraction: float
+    message: str | None
+
+
+#: Everything the supervisor reports about the attempts it was given.
+Outcome = Finished | Failed | Unstarted | Progressed

@@ -1,8 +1,9 @@
 """One task type's pool of worker processes: its limits, its workers, its start-up backoff.
 
 The pool only keeps books and answers questions ("how many can I start?", "which worker is
-idle?"); the reactor (``reactor.py``) acts on the answers.  Every worker lifetime decision (idle
-shutdown, recycling, backoff after a failed start) is the coordinator's, never the worker's.
+idle?"); the supervisor (``supervisor.py``) acts on the answers.  Every worker lifetime
+decision (idle shutdown, recycling, backoff after a failed start) is the coordinator's, never
+the worker's.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Final
 
+import attrs
+
 from taskengine.core import handlers
 from taskengine.pool import process, worker_main
 
-__all__ = ["WorkerPool"]
+__all__ = ["PoolFacts", "WorkerPool"]
 
 #: First and largest pause before starting a worker again after a failed start.
 BACKOFF_FIRST: Final = 0.5
@@ -49,6 +52,31 @@ RUN_OVERHEAD_BYTES: Final = 256
 _EWMA_WEIGHT: Final = 0.2
 
 State = process.WorkerState
+
+
+@attrs.frozen(kw_only=True)
+class PoolFacts:
+    """One pool at one moment, for statistics and tests.
+
+    Attributes:
+        pids: the process ids of its workers (starting, running, stopping).
+        alive: workers not yet killed.
+        busy: workers running an attempt.
+        tasks_done: attempts that reported an outcome since the pool was created.
+        failures: of those, attempts whose handler raised.
+        crashes: attempts that ended with their worker (crash, kill, timeout).
+        run_seconds_total: the summed run time of the attempts that reported an outcome.
+        max_worker_count: the registration's limit.
+    """
+
+    pids: tuple[int, ...]
+    alive: int
+    busy: int
+    tasks_done: int
+    failures: int
+    crashes: int
+    run_seconds_total: float
+    max_worker_count: int
 
 
 class WorkerPool:
@@ -97,8 +125,27 @@ class WorkerPool:
         """Idle workers of the current registration."""
         return [w for w in self.workers if w.state is State.IDLE and self.is_current(w)]
 
+    def facts(self) -> PoolFacts:
+        """What this pool looks like now."""
+        return PoolFacts(
+            pids=tuple(w.pid for w in self.workers),
+            alive=sum(1 for w in self.workers if w.state is not State.KILLED),
+            busy=sum(1 for w in self.workers if w.state is State.BUSY),
+            tasks_done=self.tasks_done,
+            failures=self.failures,
+            crashes=self.crashes,
+            run_seconds_total=self.run_seconds_total,
+            max_worker_count=self.spec.max_worker_count,
+        )
+
+    def record_outcome(self, seconds: float, *, failed: bool) -> None:
+        """Count one attempt that reported its end after running ``seconds``."""
+        self.tasks_done += 1
+        self.failures += failed
+        self.record_run_time(seconds)
+
     def record_run_time(self, seconds: float) -> None:
-        """Fold one attempt's run time (as the coordinator saw it) into the moving mean."""
+        """Fold one attempt's run time (as the worker measured it) into the moving mean."""
         self.run_seconds_total += seconds
         if self.mean_run_time is None:
             self.mean_run_time = seconds
@@ -123,7 +170,7 @@ class WorkerPool:
             return 0
         limit = self.prefetch_depth()
         # A starting worker may hold its share too: nothing is sent to it before it is ready,
-        # so an idle worker takes those attempts back for free (``Reactor._balance``).
+        # so an idle worker takes those attempts back for free (``balance.py``).
         if spec.max_memory_per_worker is not None or spec.execution_timeout is not None:
             limit = 1
         if spec.max_tasks_per_worker is not None:

@@ -1,7 +1,7 @@
 """One worker process as the coordinator sees it: process, pipes, state and the attempt it runs.
 
 The handle never blocks: it starts the process, sends messages, and kills the process group.
-Deciding *when* to do any of that belongs to ``pool.py`` and ``reactor.py``.
+Deciding *when* to do any of that belongs to ``pool.py`` and ``supervisor.py``.
 """
 
 from __future__ import annotations
@@ -160,6 +160,62 @@ class WorkerProcess:
         """The worker reported attempt ``seq``: it has read every attempt numbered before it."""
         while self.taken_back and self.taken_back[0][0] < seq:
             self.sent_bytes -= self.taken_back.popleft()[1]
+
+    def send_run(self, task: models.BackgroundTask, size: int) -> bool:
+        """Send the next queued attempt, numbered for the ledger; False if the pipe is broken.
+
+        ``size`` is what it counts against the bytes unread in the pipe.
+        """
+        seq = self.last_seq + 1
+        if not self.send(messages.Run(task.id, task.type, task.attempts, task.payload_blob, seq)):
+            return False
+        self.last_seq = self.seq_of[task.id] = seq
+        self.sent += 1
+        self.sent_bytes += size
+        return True
+
+    def finish_head(self, size: int) -> None:
+        """The running attempt reported its end (``size``: what it counted in the pipe)."""
+        task = self.queue.popleft()
+        self.sent -= 1
+        self.sent_bytes -= size
+        self.read_past(self.seq_of.pop(task.id, 0))
+        self.tasks_done += 1
+
+    def begin(
+        self, started: float, deadline: float | None, clock_deadline: datetime | None
+    ) -> None:
+        """The head of the queue starts now (``deadline``: monotonic, or on the engine's clock)."""
+        self.state = WorkerState.BUSY
+        self.run_started_at = started
+        self.deadline = deadline
+        self.clock_deadline = clock_deadline
+
+    def become_idle(self, now: float) -> None:
+        """Nothing is queued: the worker waits for work from ``now`` (monotonic)."""
+        # An idle worker reads (and skips) whatever was taken back from its pipe at once.
+        self.taken_back.clear()
+        self.sent_bytes = 0
+        self.state = WorkerState.IDLE
+        self.idle_since = now
+        self.run_started_at = self.deadline = self.clock_deadline = None
+
+    def hand_over(self, task: models.BackgroundTask, to: WorkerProcess) -> None:
+        """``task`` (not started, already out of the queue) moves to ``to``'s books."""
+        self.assigned -= 1
+        if task.id in self.terminate_on_start:
+            self.terminate_on_start.discard(task.id)
+            to.terminate_on_start.add(task.id)
+
+    def drop_queue(self) -> list[models.BackgroundTask]:
+        """Empty the queue of attempts this worker will not run, and return them."""
+        dropped = list(self.queue)
+        self.queue.clear()
+        self.sent = 0
+        self.sent_bytes = 0
+        self.taken_back.clear()
+        self.seq_of.clear()
+        return dropped
 
     def holds(self, task_id: str) -> bool:
         """Whether ``task_id`` is running or prefetched here."""

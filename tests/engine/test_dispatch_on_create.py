@@ -19,6 +19,7 @@ import pytest
 import taskengine
 from taskengine import TaskStatus
 from taskengine.coordinator import reactor
+from taskengine.pool import supervisor
 from tests.conftest import until
 from tests.integration.support import max_overlap
 
@@ -108,17 +109,17 @@ def test_work_beyond_the_idle_worker_gets_a_new_worker_from_the_loop(
 def _failing_once_on(
     monkeypatch: pytest.MonkeyPatch, thread: threading.Thread, error: BaseException
 ) -> list[int]:
-    """Make ``Reactor._run_on`` raise ``error`` once when ``thread`` calls it; count calls."""
-    original: Callable[..., None] = reactor.Reactor._run_on
+    """Make ``Supervisor.run_on`` raise ``error`` once when ``thread`` calls it; count calls."""
+    original: Callable[..., None] = supervisor.Supervisor.run_on
     raised: list[int] = []
 
-    def run_on(self: reactor.Reactor, *args: Any) -> None:
+    def run_on(self: supervisor.Supervisor, *args: Any) -> None:
         if threading.current_thread() is thread and not raised:
             raised.append(1)
             raise error
         original(self, *args)
 
-    monkeypatch.setattr(reactor.Reactor, "_run_on", run_on)
+    monkeypatch.setattr(supervisor.Supervisor, "run_on", run_on)
     return raised
 
 

@@ -373,7 +373,7 @@ def test_an_outcome_held_by_an_outage_keeps_its_claim_held(
     faults.outage = True
     try:
         release.touch()  # the attempt ends: its outcome cannot be stored
-        until(lambda: engine._reactor.pool_facts()["flaky"]["tasks_done"] >= 1)  # type: ignore[union-attr]
+        until(lambda: engine._reactor.pool_facts()["flaky"].tasks_done >= 1)
         assert statuses(db)[gate] == "processing"
         assert gate in (engine._held_task_ids() or set())
     finally:

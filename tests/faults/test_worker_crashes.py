@@ -251,7 +251,8 @@ def _engine_pids(engine: taskengine.TaskEngine, task_type: str) -> set[int]:
     """The worker pids the engine itself believes its pool has (``Reactor.pool_facts``)."""
     reactor = engine._reactor  # the engine exposes no public pool statistics yet
     facts = reactor.submit(reactor.pool_facts).result(timeout=10)
-    return set(facts.get(task_type, {}).get("pids", []))
+    found = facts.get(task_type)
+    return set() if found is None else set(found.pids)
 
 
 def test_idle_worker_killed_between_tasks_costs_no_attempt(

@@ -367,7 +367,8 @@ class RealProcessMachine(EngineMachine):
 
         def busy_pids() -> list[int]:
             facts = reactor.submit(reactor.pool_facts).result(timeout=10)  # type: ignore[union-attr]
-            return facts[HANG]["pids"] if facts.get(HANG, {}).get("busy") == len(hung) else []
+            found = facts.get(HANG)
+            return list(found.pids) if found is not None and found.busy == len(hung) else []
 
         pids = until(busy_pids, timeout=30)
         for pid in pids:
