@@ -92,7 +92,7 @@ class WorkerProcess:
         # worker starts); the rest are prefetched and have not started.
         self.queue: collections.deque[models.BackgroundTask] = collections.deque()
         # How many attempts at the front of ``queue`` were sent; the rest wait here until the
-        # bytes in the pipe allow them (``Reactor._send_queued``).
+        # bytes in the pipe allow them (``Supervisor._send_queued``).
         self.sent = 0
         # Bytes of those sent attempts (``_run_bytes``), kept as they change: not summed per send.
         self.sent_bytes = 0

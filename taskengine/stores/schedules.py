@@ -38,7 +38,7 @@ class ScheduleRecord:
 
     Attributes:
         schedule_id: the id given to ``add_task``.
-        times_key: ``scheduler_times.fingerprint`` of its times.
+        times_key: ``scheduler.times.fingerprint`` of its times.
         slots: the next due time of each of its times (None: that one-shot has fired).
     """
 

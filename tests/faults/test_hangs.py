@@ -23,7 +23,7 @@ from tests.faults.conftest import (
 from tests.handlers import faulty
 
 Status = taskengine.TaskStatus
-#: Seconds between SIGTERM and SIGKILL on a timeout (reactor.KILL_GRACE).
+#: Seconds between SIGTERM and SIGKILL on a timeout (supervisor.KILL_GRACE).
 GRACE = 1.0
 #: Slack for process start-up and scheduling on a loaded CI machine.
 SLACK = 3.0

@@ -2,7 +2,7 @@
 
 At ``synchronous="full"`` a commit of inserts or of outcomes waits for one fsync of the WAL; a
 commit of claims alone waits for none (it reaches the disk with the next durable commit, see
-the Durability paragraph of ``taskengine/stores/sqlite.py``).
+the Durability paragraph of ``taskengine/stores/sqlite/store.py``).
 """
 
 from __future__ import annotations

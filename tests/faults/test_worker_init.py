@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import taskengine
-from taskengine.coordinator import reactor
+from taskengine.pool import supervisor
 from tests.conftest import until, worker_pids
 from tests.faults.conftest import (
     FAULTY,
@@ -162,7 +162,7 @@ def test_module_hanging_at_import_hits_the_start_timeout(
     tmp_path: Path,
 ) -> None:
     """FAULTS 9: spawning a worker has its own timeout."""
-    monkeypatch.setattr(reactor, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(supervisor, "START_TIMEOUT", 1.0)
     marker = tmp_path / "importing"
     name = temp_module(
         "import os, time\n"
