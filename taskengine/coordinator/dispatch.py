@@ -6,7 +6,7 @@ reported (``pool/outcomes.py``), turns each into a transition of its task (``tra
 and writes them together with the turn's claims in one group commit (``writer.commit``); the
 claimed attempts then go to the supervisor's workers.  When the store fails it holds the
 outcomes and retries with a backoff; after a commit that raised it reconciles what landed
-(docs/reference/faults.md#fault-30).
+(faults.md#fault-30).
 """
 
 from __future__ import annotations

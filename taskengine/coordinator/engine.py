@@ -1,4 +1,4 @@
-"""``TaskEngine``: the coordinator facade of SPEC section 3.
+"""``TaskEngine``: the coordinator facade of contract.md#engine.
 
 The engine validates every argument, then delegates: the store keeps the task table, the writer
 applies fenced changes and announces them, the reactor runs the pools, the retention sweeper

@@ -1,6 +1,6 @@
 """Handler registrations: which module and function run each task type, and how its pool behaves.
 
-The coordinator never imports a handler module (SPEC section 3): it only checks that the module
+The coordinator never imports a handler module (contract.md#engine): it only checks that the module
 can be found, and the worker imports it.  Handlers are looked up by task type only, never by a
 module or function named in stored data.
 """

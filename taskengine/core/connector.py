@@ -17,7 +17,7 @@ __all__ = ["BackgroundTaskConnector"]
 
 @runtime_checkable
 class BackgroundTaskConnector(Protocol):
-    """The methods of SPEC section 3 (TWIN ``IBackgroundTaskConnector``)."""
+    """The methods of contract.md#engine (TWIN ``IBackgroundTaskConnector``)."""
 
     def register_handler(
         self,

@@ -106,7 +106,7 @@ class TaskError:
 
 @attrs.frozen(kw_only=True)
 class BackgroundTask:
-    """One task's record (SPEC section 2).
+    """One task's record (contract.md#task-model).
 
     ``payload`` and ``result`` are decoded from their blobs on every access, so each access
     returns a fresh copy.  A blob that cannot be decoded (written by another Python version,

@@ -8,7 +8,7 @@ __all__ = ["SortDirection", "TaskStatus"]
 
 
 class TaskStatus(enum.StrEnum):
-    """Where a task is in its life (SPEC section 4)."""
+    """Where a task is in its life (contract.md#transitions)."""
 
     #: Waiting for its first or next attempt.
     PENDING = "pending"

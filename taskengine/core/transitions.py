@@ -1,4 +1,4 @@
-"""The status machine of SPEC section 4, as pure functions.
+"""The status machine of contract.md#transitions, as pure functions.
 
 Stores store, pools run, and this module decides: every change of a task's record is one of
 these functions, each taking a task and the current time and returning the new record with

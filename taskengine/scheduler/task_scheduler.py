@@ -1,4 +1,4 @@
-"""``TaskScheduler``: periodic and one-shot callbacks (SPEC section 6).
+"""``TaskScheduler``: periodic and one-shot callbacks (contract.md#scheduler).
 
 One timing thread keeps a heap of due times and sleeps on a condition variable exactly until
 the earliest one (woken early by ``add_task``, ``remove_task``, a finished callback, ``stop``

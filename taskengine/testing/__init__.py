@@ -1,4 +1,4 @@
-"""Testing support (SPEC section 7): a fake clock, inline execution helpers, wait helpers.
+"""Testing support (contract.md#testing): a fake clock, inline execution helpers, wait helpers.
 
 * :class:`FakeClock` moves only when told to: inject it with ``TaskEngine(..., clock=clock)``
   and retry intervals, ``run_at``, retention and inline execution timeouts follow

@@ -1,4 +1,4 @@
-"""A SqliteStore whose writer connection fails on request (FAULTS 27): injected disk-full errors.
+"""A SqliteStore whose writer connection fails on request: injected disk-full (fault-27) errors.
 
 ``WriteFaults`` counts every statement the store's writer connection runs (``BEGIN IMMEDIATE``,
 the writes, the reads inside a write transaction, ``COMMIT``; never ``ROLLBACK``) and raises
@@ -56,7 +56,7 @@ class WriteFaults:
         """Fail the next statement starting with ``word`` run by the write method ``site``.
 
         With ``after``, the statement runs first and the error comes after it: a ``COMMIT``
-        that committed but reported a failure (FAULTS 30, the ambiguous commit).
+        that committed but reported a failure (faults.md#fault-30, the ambiguous commit).
         """
         with self._lock:
             self._fail_at = None

@@ -1,4 +1,4 @@
-"""A coordinator process for the crash tests (FAULTS 22-24), killed by the test with SIGKILL.
+"""A coordinator process for the crash tests (faults.md#fault-22 to #fault-24), SIGKILLed.
 
 Usage: ``python sqlite_driver.py MODE DB WORKDIR`` with the repository root on PYTHONPATH.
 

@@ -1,4 +1,4 @@
-"""FAULTS 21: a large backlog of a type nobody handles does not slow a registered type."""
+"""faults.md#fault-21: a large backlog of a type nobody handles does not slow a registered type."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FAULTS 22-24: the coordinator (with a SqliteStore) is SIGKILLed, then the engine restarts.
+"""faults.md#fault-22 to #fault-24: a coordinator on a SqliteStore is SIGKILLed, then restarts.
 
 The coordinator runs ``sqlite_driver.py`` in its own session; the test kills it and then
 restarts the engine on the same file in this process.  Handlers append ``"<id> <attempt>"`` to
@@ -122,7 +122,7 @@ def log_lines(path: Path) -> list[tuple[str, int]]:
 def test_kill_with_pending_tasks_then_restart_runs_each_exactly_once(
     driver: Any, tmp_path: Path
 ) -> None:
-    """FAULTS 22."""
+    """faults.md#fault-22."""
     db = tmp_path / "tasks.db"
     log = tmp_path / "runs.log"
     run = driver("pending")
@@ -154,7 +154,7 @@ def test_kill_with_pending_tasks_then_restart_runs_each_exactly_once(
 def test_kill_while_processing_then_restart_counts_the_cut_attempts(
     driver: Any, tmp_path: Path
 ) -> None:
-    """FAULTS 23: kill only the coordinator; its workers must exit by themselves."""
+    """faults.md#fault-23: kill only the coordinator; its workers must exit by themselves."""
     db = tmp_path / "tasks.db"
     log = tmp_path / "runs.log"
     run = driver("busy")
@@ -205,7 +205,7 @@ def test_kill_while_processing_then_restart_counts_the_cut_attempts(
 
 
 def test_kill_during_create_many_is_all_or_nothing(driver: Any, tmp_path: Path) -> None:
-    """FAULTS 24: a create_many cut by SIGKILL leaves 0 or all of its 1000 tasks."""
+    """faults.md#fault-24: a create_many cut by SIGKILL leaves 0 or all of its 1000 tasks."""
     db = tmp_path / "tasks.db"
     acks = tmp_path / "acks"
     run = driver("bulk")

@@ -1,4 +1,4 @@
-"""FAULTS 5, 6, 10: handlers and shutdown methods that never return."""
+"""faults.md#fault-5, 6, 10: handlers and shutdown methods that never return."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ SLACK = 3.0
 def test_execution_timeout_kills_the_process_group(
     eng: taskengine.TaskEngine, recorder: Recorder, action: str, tmp_path: Path
 ) -> None:
-    """FAULTS 5: TERM, then KILL after the grace, to the worker's whole process group."""
+    """faults.md#fault-5: TERM, then KILL after the grace, to the worker's whole process group."""
     timeout = 0.5
     eng.register_handler("hangs", FAULTY, "action", recorder, execution_timeout=timeout)
     child_file = tmp_path / "grandchild.pid"
@@ -70,7 +70,7 @@ def test_execution_timeout_kills_the_process_group(
 
 
 def test_execution_timeout_retries_apply(eng: taskengine.TaskEngine, tmp_path: Path) -> None:
-    """FAULTS 5: a timed-out attempt is retried like any failed attempt."""
+    """faults.md#fault-5: a timed-out attempt is retried like any failed attempt."""
     eng.register_handler("hangs", FAULTY, "action", execution_timeout=0.3)
     log = tmp_path / "runs.log"
     task_id = eng.create(
@@ -87,7 +87,7 @@ def test_execution_timeout_retries_apply(eng: taskengine.TaskEngine, tmp_path: P
 def test_hang_without_timeout_stays_processing_until_terminated(
     eng: taskengine.TaskEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """FAULTS 6: the hung task stays processing; cancel(terminate=True) ends it."""
+    """faults.md#fault-6: the hung task stays processing; cancel(terminate=True) ends it."""
     eng.register_handler("hangs", FAULTY, "action", recorder)
     payload = {"action": "hang", "pid_dir": str(tmp_path), "name": "hung"}
     task_id = eng.create("hangs", payload, retain_for=None)
@@ -117,7 +117,7 @@ def test_hang_without_timeout_stays_processing_until_terminated(
 
 
 def test_stop_with_a_hung_task_returns_in_time_and_leaves_no_worker(tmp_path: Path) -> None:
-    """FAULTS 6: stop(timeout=1) returns within about 1 s + grace and kills the worker."""
+    """faults.md#fault-6: stop(timeout=1) returns within about 1 s + grace and kills the worker."""
     store = taskengine.MemoryStore()
     engine = make_engine(store=store)
     try:
@@ -154,7 +154,7 @@ def test_misbehaving_shutdown_method_during_stop(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """FAULTS 10: stop returns within its timeout + a few seconds, no worker is left."""
+    """faults.md#fault-10: stop returns within its timeout + a few seconds, no worker is left."""
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv(faulty.MARKER_DIR_ENV, str(markers))
@@ -181,7 +181,7 @@ def test_misbehaving_shutdown_method_during_stop(
 def test_shutdown_method_raising_at_idle_shutdown_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """FAULTS 10: an idle shutdown whose method raises is logged; the pool carries on."""
+    """faults.md#fault-10: an idle shutdown whose method raises is logged; the pool carries on."""
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv(faulty.MARKER_DIR_ENV, str(markers))

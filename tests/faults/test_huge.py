@@ -1,4 +1,4 @@
-"""FAULTS 40: a 100 MB payload and a 100 MB result cross the pipes and the store intact.
+"""faults.md#fault-40: a 100 MB payload and a 100 MB result cross the pipes and the store intact.
 
 Run once (the shared CI machine has memory to spare for a few copies of 100 MB, not more).
 """

@@ -1,4 +1,4 @@
-"""FAULTS 7: a worker that grows past max_memory_per_worker is recycled between tasks."""
+"""faults.md#fault-7: a worker that grows past max_memory_per_worker is recycled between tasks."""
 
 from __future__ import annotations
 

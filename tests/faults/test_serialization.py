@@ -1,4 +1,4 @@
-"""FAULTS 14-19: payloads, results and exceptions that do not survive (un)pickling."""
+"""faults.md#fault-14 to #fault-19: payloads, results and exceptions that fail to (un)pickle."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_payload_naming_a_module_missing_in_the_worker(
 def test_payload_calling_os_exit_while_unpickled_is_a_crash(
     serde: taskengine.TaskEngine,
 ) -> None:
-    """FAULTS 15: the crash path; the coordinator is untouched."""
+    """faults.md#fault-15: the crash path; the coordinator is untouched."""
     worker = _pid_of_only_worker(serde, "serde")
     task_id = serde.create("serde", faulty.ExitAtUnpickle(5), retry_count=0)
     done = serde.wait(task_id, timeout=20)
@@ -92,7 +92,7 @@ def test_payload_calling_os_exit_while_unpickled_is_a_crash(
 def test_payload_raising_system_exit_while_unpickled_is_a_handler_error(
     serde: taskengine.TaskEngine,
 ) -> None:
-    """FAULTS 15: SystemExit at unpickling is caught like SystemExit in a handler (FAULTS 3)."""
+    """faults.md#fault-15: SystemExit at unpickling is caught like one in a handler (#fault-3)."""
     worker = _pid_of_only_worker(serde, "serde")
     task_id = serde.create("serde", faulty.SysExitAtUnpickle(6), retry_count=0)
     done = serde.wait(task_id, timeout=20)
@@ -289,7 +289,7 @@ def test_undecodable_stored_result_is_reported_per_task(engine: taskengine.TaskE
 
 
 def test_result_that_exits_while_pickled_is_a_crash(serde: taskengine.TaskEngine) -> None:
-    """FAULTS 17: an exit while pickling the result takes the crash path."""
+    """faults.md#fault-17: an exit while pickling the result takes the crash path."""
     task_id = serde.create("serde", {"action": "exit_in_result"}, retry_count=0)
     done = serde.wait(task_id, timeout=20)
     assert done.status is Status.FAILED

@@ -1,4 +1,4 @@
-"""FAULTS 27 and 30 with injected failures: the SQLite store's writes fail under the engine.
+"""faults.md#fault-27 and #fault-30, injected: the SQLite store's writes fail under the engine.
 
 The injected faults (``faulty_store.py``) fail one writer statement at a time, for every
 position k in a mixed workload, then every statement for an outage, and a ``COMMIT`` that
@@ -176,7 +176,7 @@ def faulty(tmp_path: Path) -> Iterator[tuple[taskengine.TaskEngine, WriteFaults,
 def test_disk_full_at_every_write_statement(
     faulty: tuple[taskengine.TaskEngine, WriteFaults, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """FAULTS 27 (injected): the k-th writer statement fails, for every k of the workload."""
+    """faults.md#fault-27 (injected): the k-th writer statement fails, for every k."""
     engine, faults, db = faulty
     calls = Calls(engine, db, faults)
     workload(engine, calls, 0)  # warm: workers started, the first sweep done
@@ -231,7 +231,7 @@ def test_write_outage_holds_outcomes_backs_off_and_logs_once(
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    """FAULTS 27 (injected outage): every write fails for a while, with work due meanwhile."""
+    """faults.md#fault-27 (injected outage): every write fails for a while, work due meanwhile."""
     engine, faults, db = faulty
     release = tmp_path / "release"
     gate = engine.create("flaky", {"action": "gate", "release": str(release)}, retain_for=None)
@@ -318,7 +318,7 @@ def test_stop_during_a_long_outage_returns_in_time_and_names_what_it_could_not_s
         stop_and_check(again)
 
 
-# -- FAULTS 30: a commit that committed but reported a failure --------------------------------
+# -- faults.md#fault-30: a commit that committed but reported a failure ---------------------
 
 
 def test_ambiguous_claim_commit_does_not_strand_the_task(

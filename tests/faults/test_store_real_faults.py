@@ -1,4 +1,4 @@
-"""FAULTS 27-28 with real SQLite failures: a full database and another process's lock.
+"""faults.md#fault-27 to #fault-28, real SQLite failures: a full database, another's lock.
 
 ``PRAGMA max_page_count`` caps the file at its size (SQLite then reports ``SQLITE_FULL`` as on a
 full disk), and a second process holds ``BEGIN EXCLUSIVE``.  API calls raise ``StoreError``
@@ -36,7 +36,7 @@ Status = taskengine.TaskStatus
 def test_a_real_full_database_holds_outcomes_until_space_returns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """FAULTS 27 (real SQLITE_FULL): ``PRAGMA max_page_count`` caps the file at its size."""
+    """faults.md#fault-27 (real SQLITE_FULL): ``PRAGMA max_page_count`` caps the file's size."""
     db = tmp_path / "tasks.db"
     store = taskengine.SqliteStore(db)
     engine = make_engine(store=store, retry_interval=0)
@@ -91,7 +91,7 @@ conn.execute("ROLLBACK")
 def test_database_locked_by_another_process(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """FAULTS 28: another process holds BEGIN EXCLUSIVE for a few seconds."""
+    """faults.md#fault-28: another process holds BEGIN EXCLUSIVE for a few seconds."""
     db = tmp_path / "tasks.db"
     engine = make_engine(store=taskengine.SqliteStore(db, busy_timeout=0.5), retry_interval=0)
     release = tmp_path / "release"

@@ -1,4 +1,4 @@
-"""FAULTS 1-4, 11-13: worker processes that die (signals, exits, segfaults, mid-message)."""
+"""faults.md#fault-1 to #fault-4, #fault-11 to #fault-13: worker processes that die."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ Status = taskengine.TaskStatus
 def test_sigkill_mid_task_counts_the_attempt_and_spares_the_sibling(
     eng: taskengine.TaskEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """FAULTS 1."""
+    """faults.md#fault-1."""
     eng.register_handler("crashy", FAULTY, "action", recorder, max_worker_count=2)
     release = tmp_path / "release"
     common = {"action": "gate", "release": str(release), "pid_dir": str(tmp_path)}
@@ -80,7 +80,7 @@ def test_sigkill_mid_task_counts_the_attempt_and_spares_the_sibling(
 def test_exit_without_a_result_is_a_crash(
     eng: taskengine.TaskEngine, recorder: Recorder, action: str, how: str
 ) -> None:
-    """FAULTS 2: exit code 0 without a result message is not a success."""
+    """faults.md#fault-2: exit code 0 without a result message is not a success."""
     eng.register_handler("exits", FAULTY, "action", recorder)
     task_id = eng.create("exits", {"action": action}, retry_count=1, retry_interval=0.05)
     done = eng.wait(task_id, timeout=20)
@@ -104,7 +104,7 @@ def test_exit_without_a_result_is_a_crash(
 def test_base_exceptions_are_handler_errors(
     eng: taskengine.TaskEngine, action: str, error_type: str, message: str
 ) -> None:
-    """FAULTS 3: SystemExit and KeyboardInterrupt from a handler are errors, not crashes."""
+    """faults.md#fault-3: SystemExit and KeyboardInterrupt from a handler fail, never crash."""
     eng.register_handler("base-exc", FAULTY, "action")
     task_id = eng.create("base-exc", {"action": action}, retry_count=1, retry_interval=0.05)
     done = eng.wait(task_id, timeout=20)
@@ -126,7 +126,7 @@ def test_base_exceptions_are_handler_errors(
 def test_segfault_is_a_crash_without_a_core_file(
     eng: taskengine.TaskEngine, action: str, tmp_path: Path
 ) -> None:
-    """FAULTS 4."""
+    """faults.md#fault-4."""
     eng.register_handler("segv", FAULTY, "action")
     limit = eng.wait(eng.create("segv", {"action": "core_limit"}), timeout=20)
     assert limit.status is Status.SUCCESS
@@ -149,7 +149,7 @@ def test_segfault_is_a_crash_without_a_core_file(
 def test_all_workers_killed_at_once_with_a_queue(
     eng: taskengine.TaskEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """FAULTS 11: kill every worker of a pool while 20 tasks are queued."""
+    """faults.md#fault-11: kill every worker of a pool while 20 tasks are queued."""
     workers = 3
     eng.register_handler("queue", FAULTY, "action", recorder, max_worker_count=workers)
     release = tmp_path / "release"
@@ -196,7 +196,7 @@ def test_all_workers_killed_at_once_with_a_queue(
 def test_poison_task_fails_after_its_retries_with_the_interval_respected(
     eng: taskengine.TaskEngine, tmp_path: Path
 ) -> None:
-    """FAULTS 13, retry_count=3: four crashing attempts, spaced by retry_interval."""
+    """faults.md#fault-13, retry_count=3: four crashing attempts, spaced by retry_interval."""
     eng.register_handler("poison", FAULTY, "action")
     log = tmp_path / "attempts.log"
     interval = 0.3
@@ -224,7 +224,7 @@ def test_poison_task_fails_after_its_retries_with_the_interval_respected(
 def test_poison_task_retrying_forever_does_not_hot_loop(
     eng: taskengine.TaskEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """FAULTS 13, retry_count=None: one crash per interval while other work flows."""
+    """faults.md#fault-13, retry_count=None: one crash per interval while other work flows."""
     eng.register_handler("poison", FAULTY, "action", recorder)
     log = tmp_path / "attempts.log"
     interval = 0.3
@@ -258,7 +258,7 @@ def _engine_pids(engine: taskengine.TaskEngine, task_type: str) -> set[int]:
 def test_idle_worker_killed_between_tasks_costs_no_attempt(
     eng: taskengine.TaskEngine, recorder: Recorder
 ) -> None:
-    """FAULTS 11: an idle worker's death charges nobody."""
+    """faults.md#fault-11: an idle worker's death charges nobody."""
     eng.register_handler("idle-kill", FAULTY, "action", recorder)
     idle_pid = eng.wait(eng.create("idle-kill", {"action": "pid"}), timeout=20).result
     os.kill(idle_pid, signal.SIGKILL)
@@ -283,7 +283,7 @@ def _forkserver() -> psutil.Process:
 def test_task_sent_to_a_worker_that_just_died_is_never_stuck(
     eng: taskengine.TaskEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """FAULTS 11: a task dispatched to a worker that died at that instant.
+    """faults.md#fault-11: a task dispatched to a worker that died at that instant.
 
     The engine learns of a forkserver worker's death from the fork server, so stopping the fork
     server (SIGSTOP) widens "that instant" at will: the dead worker still looks idle when the
@@ -329,7 +329,7 @@ def test_task_sent_to_a_worker_that_just_died_is_never_stuck(
     os.uname().machine not in faulty.WRITE_SYSCALL, reason="needs the write syscall number"
 )
 def test_worker_dying_mid_result_message(eng: taskengine.TaskEngine, recorder: Recorder) -> None:
-    """FAULTS 12: a partial message in the pipe is a crash of that worker only."""
+    """faults.md#fault-12: a partial message in the pipe is a crash of that worker only."""
     eng.register_handler("big", FAULTY, "action", recorder, max_worker_count=2)
     size = 64 * 1024 * 1024
     task_id = eng.create("big", {"action": "die_mid_result", "bytes": size}, retry_count=0)

@@ -1,4 +1,4 @@
-"""FAULTS 8, 9, 20: workers that cannot start (initialisers and handler modules)."""
+"""faults.md#fault-8, 9, 20: workers that cannot start (initialisers and handler modules)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_failing_initialiser_retries_with_backoff(
         stop_and_check(engine)
 
 
-# -- FAULTS 9 and 20: handler modules that break at import -----------------------------------
+# -- faults.md#fault-9 and #fault-20: handler modules that break at import ---------------
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def _module_path(name: str) -> Path:
 def test_module_exiting_at_import_is_a_crash_while_starting(
     eng: taskengine.TaskEngine, temp_module: Callable[[str], str]
 ) -> None:
-    """FAULTS 9: os._exit at import time."""
+    """faults.md#fault-9: os._exit at import time."""
     name = temp_module("import os\nos._exit(9)\n\ndef handle(payload):\n    return payload\n")
     eng.register_handler("exits-at-import", name, "handle")
     done = eng.wait(eng.create("exits-at-import", 1, retry_count=0), timeout=30)
@@ -161,7 +161,7 @@ def test_module_hanging_at_import_hits_the_start_timeout(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """FAULTS 9: spawning a worker has its own timeout."""
+    """faults.md#fault-9: spawning a worker has its own timeout."""
     monkeypatch.setattr(supervisor, "START_TIMEOUT", 1.0)
     marker = tmp_path / "importing"
     name = temp_module(
@@ -186,7 +186,7 @@ def test_module_hanging_at_import_hits_the_start_timeout(
 def test_stop_does_not_wait_for_a_worker_stuck_starting(
     temp_module: Callable[[str], str], tmp_path: Path
 ) -> None:
-    """FAULTS 9: stop() never waits on an initialiser forever."""
+    """faults.md#fault-9: stop() never waits on an initialiser forever."""
     marker = tmp_path / "importing"
     name = temp_module(
         "import os, time\n"
@@ -208,7 +208,7 @@ def test_stop_does_not_wait_for_a_worker_stuck_starting(
 
 
 def test_missing_module_is_refused_at_registration(eng: taskengine.TaskEngine) -> None:
-    """FAULTS 20: at registration, a module that cannot be found."""
+    """faults.md#fault-20: at registration, a module that cannot be found."""
     with pytest.raises(taskengine.HandlerNotFoundError):
         eng.register_handler("nowhere", f"te_fault_missing_{uuid.uuid4().hex}", "handle")
 
@@ -230,7 +230,7 @@ def test_module_broken_after_registration_fails_with_worker_init_error(
     cause_type: str,
     cause_text: str,
 ) -> None:
-    """FAULTS 20: the module is found at registration and broken before a worker imports it."""
+    """faults.md#fault-20: the module found at registration breaks before a worker imports it."""
     name = temp_module("def handle(payload):\n    return payload\n")
     eng.register_handler("broken-module", name, "handle")
     path = _module_path(name)

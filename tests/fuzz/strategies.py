@@ -1,4 +1,4 @@
-"""Hostile argument values for the fuzz tests (FAULTS 38-39).
+"""Hostile argument values for the fuzz tests (faults.md#fault-38 to #fault-39).
 
 ``junk()`` mixes every kind of wrong value: wrong types, NaN, infinities and -0.0, huge and
 negative ints, bools where ints are expected, None, unicode with NUL and lone surrogates, very

@@ -1,4 +1,4 @@
-"""FAULTS 38-39: hostile arguments to every public method, constructor and parser.
+"""faults.md#fault-38 to #fault-39: hostile arguments to every public method and parser.
 
 Each test feeds ``junk()`` to one argument at a time (the others valid) and accepts only:
 success (the value happened to be valid), ``TaskValidationError`` naming that argument with a

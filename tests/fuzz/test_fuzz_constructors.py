@@ -1,4 +1,4 @@
-"""FAULTS 38: hostile arguments to the constructors, ``stop`` and ``BackgroundTask.from_json``.
+"""faults.md#fault-38: hostile arguments to constructors, ``stop``, ``BackgroundTask.from_json``.
 
 Only ``TaskValidationError`` naming the argument (or a success) may come out.
 """

@@ -1,4 +1,4 @@
-"""FAULTS 38 for the public names added after the first fuzz suite: inline execution, the
+"""faults.md#fault-38 for the public names added after the first fuzz suite: inline execution, the
 scheduler, ``AsyncTaskEngine`` and ``PostgresStore``'s constructor.
 
 As in ``test_fuzz_api.py``: one hostile argument at a time, the others valid; only success or

@@ -1,4 +1,4 @@
-"""``cancel`` and ``remove`` against real workers (SPEC sections 3 and 4)."""
+"""``cancel`` and ``remove`` against real workers (contract.md#engine and #transitions)."""
 
 from __future__ import annotations
 

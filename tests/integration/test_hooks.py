@@ -1,4 +1,4 @@
-"""``initialise_method`` and ``shutdown_method``: once in each worker process (SPEC section 3)."""
+"""``initialise_method`` and ``shutdown_method``: once per worker process (contract.md#engine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Engine lifecycle with real workers: create before start, stop, context manager (SPEC 3)."""
+"""Engine lifecycle, real workers: create before start, stop, with-block (contract.md#engine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pool options of ``register_handler`` with real worker processes (SPEC section 3)."""
+"""Pool options of ``register_handler`` with real worker processes (contract.md#engine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``query`` over tasks that real workers finished (SPEC section 3)."""
+"""``query`` over tasks that real workers finished (contract.md#engine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Retries, ``retry()``, ``run_at``, retention and idempotency keys, end to end (SPEC 3-5)."""
+"""Retries, ``retry()``, ``run_at``, retention and idempotency keys, end to end.
+
+The contract: contract.md#engine to #persistence.
+"""
 
 from __future__ import annotations
 

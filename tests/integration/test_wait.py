@@ -1,4 +1,4 @@
-"""``wait`` with real workers: snapshots, timeouts, unknown and removed tasks (SPEC section 3)."""
+"""``wait`` with real workers: snapshots, timeouts, unknown, removed tasks (contract.md#engine)."""
 
 from __future__ import annotations
 

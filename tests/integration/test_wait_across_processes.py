@@ -1,4 +1,4 @@
-"""``wait`` sees changes that another process commits (issue 16, defect 3; FAULTS 43).
+"""``wait`` sees changes that another process commits (issue 16, defect 3; faults.md#fault-43).
 
 The waiting engine dispatches or not; the change comes from ``taskengine tasks cancel`` or
 from a ``taskengine worker`` node, each a real subprocess on the same store.  ``wait`` must

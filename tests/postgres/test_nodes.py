@@ -1,4 +1,4 @@
-"""Several engine nodes (real processes) on one PostgreSQL task table (FAULTS 32-34).
+"""Several engine nodes (processes) on one PostgreSQL table (faults.md#fault-32 to #fault-34).
 
 Each node is ``node_driver.py`` in its own process group; the handler appends
 ``"<id> <attempt> <node>"`` to one log with O_APPEND, which counts executions exactly.
@@ -125,7 +125,7 @@ def test_a_killed_node_loses_its_claims_to_the_others(
 def test_a_paused_node_loses_its_claims_and_its_late_outcomes_are_fenced(
     schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
 ) -> None:
-    """FAULTS 33: SIGSTOP a node past its lease; SIGCONT it once others re-ran its attempts."""
+    """faults.md#fault-33: SIGSTOP a node past its lease; SIGCONT it once others re-ran its work."""
     dsn, name = schema
     taskengine.PostgresStore(dsn, schema=name).open()
     nodes_made += start_nodes(dsn, name, tmp_path, count=2, workers=2, lease=3.0)
@@ -167,7 +167,7 @@ def test_a_paused_node_loses_its_claims_and_its_late_outcomes_are_fenced(
 def test_everything_completes_after_a_four_second_database_outage(
     tmp_path: Path, nodes_made: list[Node]
 ) -> None:
-    """FAULTS 34: the nodes' role is locked out and its sessions ended for four seconds."""
+    """faults.md#fault-34: the nodes' role is locked out and its sessions ended for four seconds."""
     dsn = pg.dsn()
     name = pg.new_schema_name()
     with pg.outage_role(dsn, name) as node_dsn:
@@ -200,7 +200,7 @@ def test_everything_completes_after_a_four_second_database_outage(
 def test_everything_completes_while_sessions_are_cut_again_and_again(
     schema: tuple[str, str], tmp_path: Path, nodes_made: list[Node]
 ) -> None:
-    """FAULTS 34: sessions dropped mid-transaction for three seconds (the server stays up)."""
+    """faults.md#fault-34: sessions dropped mid-transaction for three seconds (server stays up)."""
     dsn, name = schema
     taskengine.PostgresStore(dsn, schema=name).open()
     nodes_made += start_nodes(dsn, name, tmp_path, count=3, workers=2, lease=10.0)

@@ -1,4 +1,4 @@
-"""A node cut off from PostgreSQL by a real, silent network partition (FAULTS 33 and 34).
+"""A node cut off from PostgreSQL by a real, silent network partition (faults.md#fault-33 and 34).
 
 One node runs in a network namespace of its own and reaches the server through a veth link
 and a relay in the test process (see ``netfaults``); the other connects directly.  Cutting
@@ -193,6 +193,6 @@ def test_a_partitioned_node_loses_its_claims_and_its_late_outcomes_are_fenced(
         engine.stop()
     assert cut.alive()
     assert other.alive()
-    assert requeued < LEASE + 5  # FAULTS 33: within the lease and 5 s
+    assert requeued < LEASE + 5  # faults.md#fault-33: within the lease and 5 s
     assert taken_over < LEASE + 15
     assert recovered < 30

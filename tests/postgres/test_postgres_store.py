@@ -302,7 +302,7 @@ def test_wait_get_and_query_see_a_task_another_node_runs(
 
 
 def test_ten_nodes_racing_for_one_task_claim_it_once_each_round(schema: tuple[str, str]) -> None:
-    """FAULTS 32: 1 task x 10 stores (own connections) x 100 barrier-started rounds."""
+    """faults.md#fault-32: 1 task x 10 stores (own connections) x 100 barrier-started rounds."""
     stores = [pg.make_store(*schema) for _ in range(10)]
     for store in stores:
         store.open()
@@ -353,7 +353,7 @@ class DeafStore(taskengine.PostgresStore):
 def test_without_notify_the_poll_still_finds_tasks_created_elsewhere(
     schema: tuple[str, str], make_engine: Callable[..., taskengine.TaskEngine], tmp_path: Path
 ) -> None:
-    """FAULTS 35: turning NOTIFY off changes latency only, never correctness."""
+    """faults.md#fault-35: turning NOTIFY off changes latency only, never correctness."""
     deaf = taskengine.TaskEngine(DeafStore(schema[0], schema=schema[1])).start()
     try:
         deaf.register_handler("logged", HANDLERS, "logged")

@@ -1,4 +1,4 @@
-"""Two nodes under a steady stream of tasks lose every server session at once (FAULTS 34).
+"""Two nodes under a steady stream of tasks lose every server session at once (faults.md#fault-34).
 
 Two faults, one scenario:
 

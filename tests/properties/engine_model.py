@@ -1,7 +1,8 @@
-"""A small dict-based reference model of SPEC section 4, written independently of transitions.py.
+"""A small dict-based reference model of the task life cycle, written apart from transitions.py.
 
-Each task is a plain record; each method below is one row of the SPEC table, in the words of
-the SPEC, so that the engine is checked against the text and not against its own code.
+Each task is a plain record; each method below is one row of the status table of
+contract.md#transitions, in the words of that page, so that the engine is
+checked against the text and not against its own code.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import attrs
 
 from taskengine.core import clock
 
-#: The state-change callback paths SPEC section 4 allows (a fresh task starts pending).
+#: The state-change callback paths contract.md#transitions allows (a fresh task starts pending).
 ALLOWED_STEPS = {
     ("pending", "processing"),
     ("pending", "cancelled"),

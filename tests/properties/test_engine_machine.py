@@ -1,11 +1,11 @@
-"""Model-based test of the engine (hypothesis RuleBasedStateMachine) against SPEC section 4.
+"""Model-based test of the engine (a RuleBasedStateMachine) against contract.md#transitions.
 
 Rules create, cancel, retry and remove tasks, page through them, advance the fake clock and let
 attempts run; each task's payload scripts what its handler does per attempt (succeed, fail,
 crash, time out, cancel or remove itself).  After every step the engine's tasks must agree with
 the dict-based reference model of ``engine_model.py`` (status, attempts, retries_remaining,
 date_next_process, retention visibility), and each task's state-change callbacks must be
-exactly the model's path, itself a path through the SPEC table.
+exactly the model's path, itself a path through the status table of contract.md#transitions.
 
 Three variants: inline execution on MemoryStore and on SqliteStore (fast: no processes, fake
 clock), and a smaller one with real worker processes, where crashes are real SIGKILLs, hung

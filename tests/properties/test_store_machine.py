@@ -2,7 +2,7 @@
 
 Hypothesis drives random sequences of the engine's store operations (create, claim, finish,
 fail, release, cancel, retry, remove, late fenced writes, clock steps, retention purges).  The
-reference model is a plain dict updated with the SPEC section 4 transitions; after every step
+reference model is a plain dict updated as contract.md#transitions says; after every step
 both stores must hold exactly the model's records and agree on due work and on every page.
 """
 

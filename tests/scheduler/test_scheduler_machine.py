@@ -1,4 +1,4 @@
-"""A hypothesis state machine: the scheduler on a fake clock against a tiny model of SPEC §6."""
+"""A state machine: the scheduler on a fake clock against a tiny model of contract.md#scheduler."""
 
 from __future__ import annotations
 

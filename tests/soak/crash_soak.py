@@ -1,4 +1,4 @@
-"""The crash soak (FAULTS 25): SIGKILL a busy engine on SQLite again and again, then check.
+"""The crash soak (faults.md#fault-25): SIGKILL a busy engine on SQLite again and again, then check.
 
 Usage: ``python -m tests.soak.crash_soak [--kills N] [--seed S] [--workdir DIR]`` from the
 repository root; prints the figures as JSON and exits 1 if a check failed.

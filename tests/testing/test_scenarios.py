@@ -1,7 +1,7 @@
 """One scenario suite, run inline and with real worker processes: the outcomes must agree.
 
 Every test asserts the same records, errors and callback paths in both modes, so inline
-execution is proven to decide like the pools (SPEC section 7).
+execution is proven to decide like the pools (contract.md#testing).
 """
 
 from __future__ import annotations

@@ -395,7 +395,7 @@ def test_status_machine_property(
         assert task.attempts - before.attempts == (1 if action == "claim" else 0)
         assert task.date_modified == now
         assert task.date_created == NOW
-        # record invariants of SPEC section 2
+        # record invariants of contract.md#task-model
         assert (task.date_next_process is not None) == (task.status is P)
         assert (task.date_completed is not None) == (task.status in (S, F))
         if not task.status.is_final or retain_for is None:
