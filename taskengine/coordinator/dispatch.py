@@ -76,8 +76,11 @@ class Dispatch:
             return
         self._workers.outcomes = []
         now = self._clock.now()
+        # A progress report and the end of the same attempt can arrive in one turn: the end
+        # builds on the record with the progress (the supervisor had already let go of it).
+        latest: dict[str, models.BackgroundTask] = {}
         for outcome in reported:
-            task = outcome.task
+            task = latest.pop(outcome.task.id, outcome.task)
             if isinstance(outcome, outcomes.Finished):
                 if outcome.error is None:
                     assert outcome.result_blob is not None
@@ -90,10 +93,11 @@ class Dispatch:
             elif isinstance(outcome, outcomes.Unstarted):
                 self.release(task, now)
             else:
-                self._progress(outcome, now)
+                latest[task.id] = self._progress(task, outcome, now)
 
-    def _progress(self, report: outcomes.Progressed, now: datetime) -> None:
-        task = report.task
+    def _progress(
+        self, task: models.BackgroundTask, report: outcomes.Progressed, now: datetime
+    ) -> models.BackgroundTask:
         if report.message is not None:
             log.info(
                 "task %s progress %.0f%%: %s",
@@ -113,6 +117,7 @@ class Dispatch:
                 status_changed=False,
             )
         )
+        return new
 
     def fail(self, task: models.BackgroundTask, error: models.TaskError, now: datetime) -> None:
         """Count a failed attempt of ``task``."""
