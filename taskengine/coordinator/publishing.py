@@ -1,7 +1,16 @@
 """What happens after a change is stored.
 
-State-change callbacks, ``wait`` wakeups, the cache of recently finished tasks, and the watcher
-that notices tasks other processes finish while a ``wait`` watches them.
+State-change callbacks, ``wait`` wakeups (and ``FinishWait``, the order a ``wait`` follows),
+the cache of recently finished tasks, and the watcher that notices tasks other processes finish
+while a ``wait`` watches them.
+
+Size: the pieces here make one argument, that a ``wait`` never misses its task's finish:
+:class:`FinishWait` subscribes before it looks at the store, :meth:`Publisher.publish` takes
+a finished task's subscribers under the lock that fills the finished cache, the
+:class:`Watcher` reads a newly watched task once more and calls the writer's barrier before
+:meth:`Publisher.observed`, which drops what the engine announced itself.  Each step is only
+right given the others, so they are read (and reviewed) together.  ``Signal`` and
+``FinishedCache`` are small and serve only the publisher.
 
 Callbacks run on one thread of the coordinator, in the order the changes were stored, so each
 task's callbacks arrive in order; an exception in a callback is logged and never stalls anything.
