@@ -47,8 +47,10 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.soak.crash_soak --kills $(SOAK_KILLS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -q tests/properties tests/fuzz
 
+# tests/typecheck holds static assertions (each engine satisfies its connector protocol, sync
+# or async): mypy checks them with the package, in the same run.
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict taskengine
+	$(BIN)/mypy --strict taskengine tests/typecheck
 
 # The docs site (MkDocs + mkdocstrings, see docs/README.md); warnings are errors.
 DOCS_STAMP := $(VENV)/.docs-installed

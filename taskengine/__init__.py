@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from taskengine.aio import AsyncTaskEngine
 from taskengine.coordinator.engine import TaskEngine
 from taskengine.coordinator.stats import EngineStats, TypeStats
-from taskengine.core.connector import BackgroundTaskConnector
+from taskengine.core.connector import AsyncBackgroundTaskConnector, BackgroundTaskConnector
 from taskengine.core.context import TaskContext, current_task
 from taskengine.core.errors import (
     EngineStoppedError,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncBackgroundTaskConnector",
     "AsyncTaskEngine",
     "BackgroundTask",
     "BackgroundTaskConnector",

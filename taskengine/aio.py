@@ -64,6 +64,7 @@ class AsyncTaskEngine:
 
     Use it as ``async with AsyncTaskEngine(TaskEngine(store)) as engine: ...`` or call
     ``await start()`` and ``await stop()`` (for instance in a web framework's lifespan).
+    It satisfies ``AsyncBackgroundTaskConnector``, the async form of the connector protocol.
     """
 
     def __init__(self, engine: engine_module.TaskEngine | None = None) -> None:
@@ -244,26 +245,21 @@ class AsyncTaskEngine:
             EngineStoppedError: the engine stopped while waiting.
             TaskValidationError: an argument is invalid.
         """
-        engine = self._engine
-        engine._check_open()
-        checked = validation.check_task_id(task_id)
-        seconds = validation.check_duration("timeout", timeout, nullable=True)
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
-        event, box = engine._publisher.subscribe(checked, _LoopEvent(loop, woken))
-        try:
-            done = await self._call(engine._finished_now, checked)
+        with self._engine._open_wait(task_id, timeout, _LoopEvent(loop, woken)) as waiting:
+            done = await self._call(waiting.finished_now)
             if done is not None:
                 return done
             # The engine's watcher sees changes other processes commit (same bound as wait).
-            with engine._watcher.watching(checked):
+            with waiting.watching():
                 try:
-                    await asyncio.wait_for(woken, seconds)
+                    await asyncio.wait_for(woken, waiting.timeout)
                 except TimeoutError:
-                    raise TimeoutError(f"task {checked} did not finish within {seconds}s") from None
-            return engine_module._announced(checked, box)
-        finally:
-            engine._publisher.unsubscribe(checked, event)
+                    raise TimeoutError(
+                        f"task {waiting.task_id} did not finish within {waiting.timeout}s"
+                    ) from None
+            return waiting.result()
 
     async def query(
         self,

@@ -546,20 +546,31 @@ class TaskEngine:
             EngineStoppedError: the engine stopped while waiting.
             TaskValidationError: an argument is invalid.
         """
+        with self._open_wait(task_id, timeout) as waiting:
+            done = waiting.finished_now()
+            if done is not None:
+                return done
+            with waiting.watching():
+                if not waiting.wakeup.wait(waiting.timeout):
+                    raise TimeoutError(
+                        f"task {waiting.task_id} did not finish within {waiting.timeout}s"
+                    )
+            return waiting.result()
+
+    def _open_wait(
+        self, task_id: object, timeout: object, wakeup: publishing.Wakeup | None = None
+    ) -> publishing.FinishWait:
+        """Internal interface, used by :meth:`wait` and ``AsyncTaskEngine.wait``; not public API.
+
+        Checks that the engine is open and the arguments (as ``wait`` documents), then
+        subscribes to the task finishing: the caller follows ``publishing.FinishWait``'s order.
+        """
         self._check_open()
         checked = validation.check_task_id(task_id)
         seconds = validation.check_duration("timeout", timeout, nullable=True)
-        event, box = self._publisher.subscribe(checked)
-        try:
-            done = self._finished_now(checked)
-            if done is not None:
-                return done
-            with self._watcher.watching(checked):
-                if not event.wait(seconds):
-                    raise TimeoutError(f"task {checked} did not finish within {seconds}s")
-            return _announced(checked, box)
-        finally:
-            self._publisher.unsubscribe(checked, event)
+        return publishing.FinishWait(
+            self._publisher, self._watcher, checked, seconds, self._finished_now, wakeup
+        )
 
     def _finished_now(self, task_id: str) -> models.BackgroundTask | None:
         """The final snapshot if the task already finished, None if it has not (``wait``).
@@ -757,16 +768,6 @@ def _encodable(task_id: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _announced(task_id: str, box: list[models.BackgroundTask | None]) -> models.BackgroundTask:
-    """What a woken ``wait`` returns: the announced final snapshot, or the matching error."""
-    if not box:
-        raise errors.EngineStoppedError(f"the engine stopped while waiting for {task_id}")
-    final = box[0]
-    if final is None:
-        raise errors.TaskNotFoundError(task_id)
-    return final
 
 
 def _query_spec(

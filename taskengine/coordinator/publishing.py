@@ -1,7 +1,16 @@
 """What happens after a change is stored.
 
-State-change callbacks, ``wait`` wakeups, the cache of recently finished tasks, and the watcher
-that notices tasks other processes finish while a ``wait`` watches them.
+State-change callbacks, ``wait`` wakeups (and ``FinishWait``, the order a ``wait`` follows),
+the cache of recently finished tasks, and the watcher that notices tasks other processes finish
+while a ``wait`` watches them.
+
+Size: the pieces here make one argument, that a ``wait`` never misses its task's finish:
+:class:`FinishWait` subscribes before it looks at the store, :meth:`Publisher.publish` takes
+a finished task's subscribers under the lock that fills the finished cache, the
+:class:`Watcher` reads a newly watched task once more and calls the writer's barrier before
+:meth:`Publisher.observed`, which drops what the engine announced itself.  Each step is only
+right given the others, so they are read (and reviewed) together.  ``Signal`` and
+``FinishedCache`` are small and serve only the publisher.
 
 Callbacks run on one thread of the coordinator, in the order the changes were stored, so each
 task's callbacks arrive in order; an exception in a callback is logged and never stalls anything.
@@ -26,7 +35,7 @@ import attrs
 from taskengine.core import errors, handlers, models
 from taskengine.stores import base
 
-__all__ = ["FinishedCache", "Publisher", "Signal", "Wakeup", "Watcher"]
+__all__ = ["FinishWait", "FinishedCache", "Publisher", "Signal", "Wakeup", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +338,82 @@ class Publisher:
         if cached is not None and _same_change(cached, task):
             return
         self.publish([(task, True)])
+
+
+class FinishWait:
+    """One ``wait`` for one task to finish, taken in the order that loses no wakeup.
+
+    Made by ``TaskEngine._open_wait`` (its internal interface for both waits), it is subscribed
+    to the task from the start; the waiter then looks at the store (:meth:`finished_now`), and
+    only if the task is not finished blocks on :attr:`wakeup` inside :meth:`watching`, then
+    takes :meth:`result`.  A finish between the look and the block is announced to the
+    subscription, so it is never missed.  ``close`` (or the end of the ``with`` block)
+    unsubscribes.  ``TaskEngine.wait`` blocks a thread on a :class:`Signal`;
+    ``AsyncTaskEngine.wait`` hands in a wakeup that resolves a future on its loop.
+
+    Args:
+        publisher: the engine's publisher.
+        watcher: the engine's watcher.
+        task_id: the (checked) id of the task.
+        timeout: the (checked) seconds to wait, None for no limit; kept for the waiter.
+        look: reads the task: its final snapshot, None if unfinished; raises
+            ``TaskNotFoundError`` for an unknown id.
+        wakeup: what the publisher sets; a new :class:`Signal` by default.
+    """
+
+    __slots__ = ("_box", "_look", "_publisher", "_watcher", "task_id", "timeout", "wakeup")
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        watcher: Watcher,
+        task_id: str,
+        timeout: float | None,
+        look: Callable[[str], models.BackgroundTask | None],
+        wakeup: Wakeup | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._watcher = watcher
+        self._look = look
+        self.task_id = task_id
+        self.timeout = timeout
+        self.wakeup, self._box = publisher.subscribe(task_id, wakeup)
+
+    def finished_now(self) -> models.BackgroundTask | None:
+        """The final snapshot if the task has finished already, None if not (reads the store).
+
+        Raises:
+            TaskNotFoundError: the id is unknown.
+        """
+        return self._look(self.task_id)
+
+    def watching(self) -> contextlib.AbstractContextManager[None]:
+        """Have the watcher look for changes other processes commit, for the ``with`` block."""
+        return self._watcher.watching(self.task_id)
+
+    def result(self) -> models.BackgroundTask:
+        """What a woken wait returns: the announced final snapshot, or the matching error.
+
+        Raises:
+            TaskNotFoundError: the task was removed.
+            EngineStoppedError: the engine stopped.
+        """
+        if not self._box:
+            raise errors.EngineStoppedError(f"the engine stopped while waiting for {self.task_id}")
+        final = self._box[0]
+        if final is None:
+            raise errors.TaskNotFoundError(self.task_id)
+        return final
+
+    def close(self) -> None:
+        """Drop the subscription."""
+        self._publisher.unsubscribe(self.task_id, self.wakeup)
+
+    def __enter__(self) -> FinishWait:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _same_change(one: models.BackgroundTask, other: models.BackgroundTask) -> bool:

@@ -178,7 +178,7 @@ def test_warns_about_files_writable_by_others(
     db_path.chmod(0o666)
     db_path.parent.chmod(0o770)
     try:
-        with caplog.at_level(logging.WARNING, logger="taskengine.stores.sqlite.store"):
+        with caplog.at_level(logging.WARNING, logger="taskengine.stores.sqlite.files"):
             store = SqliteStore(db_path)
             store.open()
             store.close()

@@ -1,5 +1,14 @@
 """PostgresStore: several engine nodes (processes or machines) share one task table.
 
+Size: the module is one class, the store side of the cluster protocol below, already cut down
+to it: the SQL is in ``schema.py`` and the connection pool, the LISTEN thread and the schema
+creation in ``connections.py``.  Its two halves, the ``TaskStore`` methods and the shared-store
+duties (leases, NOTIFY wakeups, termination requests), use the same incarnation
+(``claim_token``), lease length and NOTIFY channel, and every method goes through one
+transaction helper (a connection found dead at ``BEGIN`` replaced once); a claim that one
+half writes, the other renews and expires.  Split into mixins, each half would depend on the
+other's private state.
+
 PostgreSQL is the whole cluster protocol; there is no other channel between nodes.
 
 * **Claims** lock due rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` and turn them processing

@@ -55,7 +55,8 @@ class SqliteScheduleStore:
         Raises:
             StoreError: the file cannot be opened or is not a taskengine database.
         """
-        from taskengine.stores.sqlite.store import SqliteStore, sqlite_uri
+        from taskengine.stores.sqlite.files import sqlite_uri
+        from taskengine.stores.sqlite.store import SqliteStore
 
         with self._lock:
             if self._conn is not None:

@@ -5,6 +5,13 @@ tests) in one place.  The only statements assembled at run time are the query pa
 are assembled from the fixed pieces below, chosen by a whitelisted sort field and direction;
 every value from the caller is a bound parameter.
 
+Size: it holds all the SQL of the backend (the DDL and its upgrade steps, the task, blob and
+schedule statements, and the query-page builders) and little else, on purpose: one file answers
+what the store can run against the database, so a reviewer checks every statement for bound
+parameters and for the index it relies on in one place, and each upgrade step (``UPGRADES``)
+reuses the very DDL constants a new file is created with.  The code that runs the statements
+is in ``store.py``, ``writing.py``, ``blobs.py`` and ``schedules.py``.
+
 Layout: one ``tasks`` table (a STRICT rowid table: payloads can be large, which suits rowid
 tables better than WITHOUT ROWID).  Dates are INTEGER milliseconds since the Unix epoch (UTC),
 payloads and results the task's blobs byte for byte, the error its JSON form as text; a payload

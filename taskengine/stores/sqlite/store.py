@@ -1,5 +1,14 @@
 """SqliteStore: the task table in one SQLite file (stdlib ``sqlite3``), the embedded default.
 
+Size: this module is one class, and every method of it follows one discipline of connections
+and locks (below: the writer under ``_write_lock`` then ``_state_lock``, one ``BEGIN
+IMMEDIATE`` per write with the group-commit riders joining at ``COMMIT``, per-thread readers
+invalidated by the open generation, the fork check).  Splitting the class across modules would
+put that discipline in one file and the methods that must obey it in others.  What needs none
+of the store's state lives beside it: the database file, its modes and the dispatch lock
+(``files.py``), out-of-row blobs (``blobs.py``) and fenced writes as batched SQL
+(``writing.py``); the SQL text itself is in ``schema.py``.
+
 Durability.  The file is in WAL mode.  With ``synchronous="full"`` (the default) a write that
 returned survives a crash of the process and a power loss; ``"normal"`` survives a crash of the
 process but may lose the last transactions on a power loss, and is faster.
@@ -21,12 +30,9 @@ Group commit.  Callers of ``insert_many`` on several threads share one durable c
 ``insert_many``; callers that queue while another durable transaction runs (the reactor's
 outcomes) ride along in it.
 
-Large blobs.  A payload or result of ``schema.LARGE_BLOB`` bytes or more is stored in the
-``task_blobs`` table, its column in the task's row holding an empty marker (see
-``schema.BLOBS_DDL``): it is inserted as ``zeroblob(n)`` and filled in chunks through
-``sqlite3.Blob``, and read back with one ``Blob.read``, in the same transaction (or read
-snapshot) as the row, so that SQLite holds no copy of it on the way.  The writer's page cache
-is shrunk while such a blob passes, and ``status_of`` answers ``wait`` without reading it.
+Large blobs.  A payload or result of ``schema.LARGE_BLOB`` bytes or more is stored out of the
+task's row (``blobs.py``), written and read in the same transaction (or read snapshot) as the
+row; ``status_of`` answers ``wait`` without reading it.
 
 Concurrency.  All writes go through one writer connection guarded by a lock, and each is one
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` (an explicit ``ROLLBACK`` on any error): the write lock is
@@ -54,58 +60,27 @@ writable by group or others.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import functools
-import itertools
 import logging
 import math
 import os
-import socket
 import sqlite3
-import stat
-import sys
 import threading
-import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final
 
 from taskengine.core import clock, cursor, errors, models, transitions
 from taskengine.stores import base
-from taskengine.stores.sqlite import schema
+from taskengine.stores.sqlite import blobs, files, schema, writing
 
-__all__ = ["SqliteStore", "sqlite_uri"]
+__all__ = ["SqliteStore"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-#: Page cache of the writer connection, in KiB.
-_WRITER_CACHE_KIB: Final = 65536
-#: The writer's page cache while it writes, reads or deletes a large blob (``schema.LARGE_BLOB``):
-#: the blob's pages would otherwise fill the whole cache above, up to 64 MiB held by the
-#: process for as long as it runs.
-_BLOB_CACHE_KIB: Final = 1024
-#: Bytes written to a large blob per ``Blob.write`` call.
-_BLOB_CHUNK: Final = 1 << 20
-#: (kind, the value to store out of the row, or None to remove a stale one) per blob column.
-_BlobWrites = tuple[tuple[str, bytes | None], ...]
 _SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 #: Errors of the driver (binding included) that become ``StoreError``.
 _DRIVER_ERRORS: Final = (sqlite3.Error, OverflowError, UnicodeEncodeError)
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
-#: Abstract Unix sockets (Linux) carry the per-inode half of the dispatch lock.
-_INODE_LOCKS: Final = sys.platform.startswith("linux")
-
-
-def sqlite_uri(path: str) -> str:
-    """The ``file:`` URI that opens the existing file ``path`` read-write, whatever its name.
-
-    ``path`` must be absolute.  An empty authority (``file://``) comes first, so that a path
-    that itself starts with ``//`` is never read as an authority, and every character outside
-    the unreserved set is percent-encoded, so ``?``, ``#``, ``%`` and spaces stay in the name.
-    """
-    return f"file://{urllib.parse.quote(path, safe='/')}?mode=rw"
 
 
 class SqliteStore:
@@ -144,8 +119,7 @@ class SqliteStore:
         ):
             raise errors.TaskValidationError("busy_timeout", busy_timeout, "expected seconds >= 0")
         self._path = os.path.abspath(text)
-        self._lock_fd: int | None = None
-        self._lock_socket: socket.socket | None = None
+        self._dispatch_lock: files.DispatchLock | None = None
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
         self._capabilities = base.StoreCapabilities(durable=True, shared=False)
@@ -193,12 +167,12 @@ class SqliteStore:
                 self._writer, self._readers = None, []
                 # Inserts queued by the parent's threads are the parent's to commit.
                 self._pending, self._pending_lock = [], threading.Lock()
-            created = self._create_file()
+            created = files.create_file(self._path)
             try:
                 writer = self._connect()
             except BaseException:
                 if created is not None:
-                    _remove_if_empty(self._path, created)
+                    files.remove_if_empty(self._path, created)
                 raise
             try:
                 self._check_schema(writer)
@@ -209,7 +183,7 @@ class SqliteStore:
                 self._level = self._synchronous
                 # The writer touches every index on each transition: keep them in memory (the
                 # 2 MB default cache is far below the indexes of a large task table).
-                writer.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
+                writer.execute(f"PRAGMA cache_size = {-blobs.WRITER_CACHE_KIB}")
                 writer.execute("BEGIN IMMEDIATE")
                 try:
                     version = self._check_schema(writer)
@@ -230,11 +204,11 @@ class SqliteStore:
             except BaseException as exc:
                 writer.close()
                 if created is not None:
-                    _remove_if_empty(self._path, created)
+                    files.remove_if_empty(self._path, created)
                 if isinstance(exc, _DRIVER_ERRORS):
                     raise errors.StoreError(f"cannot open {self._path}: {exc}") from exc
                 raise
-            self._check_side_files()
+            files.check_side_files(self._path)
             self._writer = writer
             self._state = _OPEN
             self._pid = os.getpid()
@@ -243,12 +217,10 @@ class SqliteStore:
     def acquire_dispatch_lock(self, node_identity: str) -> None:
         """Hold the file's dispatch lock until ``close``.
 
-        The lock follows the file, not the name it was opened by.  Its first half is an
-        exclusive ``flock`` on ``<real path>.lock``, beside the file that the path resolves to
-        (symbolic links, ``..`` and doubled slashes resolved when the lock is taken), which
-        records the holder's node identity for the error message.  Its second half, on Linux,
-        is an abstract Unix socket named after the file's device and inode, which every hard
-        link of the file reaches too.  The kernel drops both when the holder dies, so a crashed
+        The lock follows the file, not the name it was opened by (``files.DispatchLock``): an
+        ``flock`` on ``<real path>.lock`` that records the holder's node identity, and on Linux
+        an abstract Unix socket named after the file's device and inode, which every hard link
+        of the file reaches too.  The kernel drops both when the holder dies, so a crashed
         engine never blocks its successor.
 
         Raises:
@@ -256,36 +228,8 @@ class SqliteStore:
         """
         self._ensure_open()
         with self._state_lock:
-            if self._lock_fd is not None:
-                return
-            real = os.path.realpath(self._path)
-            lock_path = real + ".lock"
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise errors.StoreError(f"cannot create {lock_path}: {exc}") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
-                os.close(fd)
-                raise self._in_use(holder) from exc
-            try:
-                sock = _claim_inode(real) if _INODE_LOCKS else None
-                if _INODE_LOCKS and sock is None:
-                    raise self._in_use("through another name of the same file")
-            except BaseException:
-                os.close(fd)  # drops the flock taken above
-                raise
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, node_identity.encode(), 0)
-            self._lock_fd, self._lock_socket = fd, sock
-
-    def _in_use(self, holder: str) -> errors.StoreError:
-        return errors.StoreError(
-            f"{self._path} is already used by another running engine ({holder}); "
-            "one SQLite file has one dispatching engine"
-        )
+            if self._dispatch_lock is None:
+                self._dispatch_lock = files.DispatchLock.acquire(self._path, node_identity)
 
     def close(self) -> None:
         """Close every connection (waiting for a write in progress); calling it again does nothing.
@@ -300,45 +244,19 @@ class SqliteStore:
                 self._inherited += connections
                 connections = []
             self._state = _CLOSED
-            if self._lock_fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self._lock_fd)  # closing the descriptor drops the flock
-                self._lock_fd = None
-            if self._lock_socket is not None:
-                self._lock_socket.close()  # frees its abstract name at once
-                self._lock_socket = None
+            if self._dispatch_lock is not None:
+                self._dispatch_lock.release()
+                self._dispatch_lock = None
             for conn in connections:
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         conn.close()
 
-    def _create_file(self) -> tuple[int, int] | None:
-        """Create the file 0600 before SQLite sees it; warn about loose permissions.
-
-        Returns the device and inode of the file when this call created it, so that a failed
-        open can remove it again; None when it was there already.
-        """
-        try:
-            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            _warn_if_writable_by_others(self._path, "database file")
-            created = None
-        except OSError as exc:
-            raise errors.StoreError(f"cannot create {self._path}: {exc.strerror}") from exc
-        else:
-            try:
-                info = os.fstat(fd)
-            finally:
-                os.close(fd)
-            created = (info.st_dev, info.st_ino)
-        _warn_if_writable_by_others(os.path.dirname(self._path), "directory of database file")
-        return created
-
     def _connect(self) -> sqlite3.Connection:
-        # mode=rw: SQLite never creates the file itself (_create_file did, with mode 0600).
+        # mode=rw: SQLite never creates the file itself (files.create_file did, mode 0600).
         try:
             return sqlite3.connect(
-                sqlite_uri(self._path),
+                files.sqlite_uri(self._path),
                 uri=True,
                 timeout=self._busy_timeout,
                 isolation_level=None,
@@ -365,20 +283,6 @@ class SqliteStore:
                 f"cannot open {self._path}: schema version {version} without a tasks table"
             )
         return int(version)
-
-    def _check_side_files(self) -> None:
-        """Give -wal and -shm no more permission than the main file has."""
-        try:
-            allowed = stat.S_IMODE(os.stat(self._path).st_mode)
-            for suffix in ("-wal", "-shm"):
-                side = self._path + suffix
-                with contextlib.suppress(FileNotFoundError):
-                    mode = stat.S_IMODE(os.stat(side).st_mode)
-                    if mode & ~allowed:
-                        logger.warning("%s had mode %o; setting %o", side, mode, allowed)
-                        os.chmod(side, allowed)
-        except OSError as exc:
-            raise errors.StoreError(f"cannot check {self._path}: {exc.strerror}") from exc
 
     def _ensure_open(self) -> None:
         if self._state == _OPEN and self._pid == os.getpid():
@@ -457,10 +361,10 @@ class SqliteStore:
         conn = self._reader()
         try:
             rows = conn.execute(sql, params).fetchall()
-            if any(_has_marker(row) for row in rows):
+            if any(blobs.has_marker(row) for row in rows):
                 conn.execute("BEGIN")
                 try:
-                    rows = [_filled(conn, row) for row in conn.execute(sql, params).fetchall()]
+                    rows = [blobs.filled(conn, row) for row in conn.execute(sql, params).fetchall()]
                 finally:
                     conn.execute("COMMIT")  # a read transaction: ends the snapshot
         except _DRIVER_ERRORS as exc:
@@ -555,7 +459,7 @@ class SqliteStore:
         """
         if not tasks:
             return []
-        request = _Inserts(tasks, [_marked(schema.to_row(task)) for task in tasks])
+        request = _Inserts(tasks, [blobs.marked(schema.to_row(task)) for task in tasks])
         self._ensure_open()
         with self._pending_lock:
             self._pending.append(request)
@@ -636,11 +540,11 @@ class SqliteStore:
                     conn.execute(schema.INSERT, rows[0])
                     inserted = True
                 if inserted:
-                    _write_task_blobs(conn, tasks[0])
+                    blobs.write_task_blobs(conn, tasks[0])
                     return [tasks[0].id]
-            elif _bulk(conn, len(rows), lambda: _insert_rows(conn, rows)):
+            elif writing.bulk(conn, len(rows), lambda: writing.insert_rows(conn, rows)):
                 for task in tasks:
-                    _write_task_blobs(conn, task)
+                    blobs.write_task_blobs(conn, task)
                 return [task.id for task in tasks]
         ids: list[str] = []
         for task, row in zip(tasks, rows, strict=True):
@@ -655,7 +559,7 @@ class SqliteStore:
                     raise errors.StoreError(
                         f"cannot insert into {self._path}: task id {task.id} exists"
                     ) from exc
-                _write_task_blobs(conn, task)
+                blobs.write_task_blobs(conn, task)
                 ids.append(task.id)
             else:
                 ids.append(found[0])
@@ -709,9 +613,9 @@ class SqliteStore:
         """Apply fenced writes in one transaction; for each, whether it applied."""
         if not writes:
             return []
-        statements = [_write_statement(write) for write in writes]
+        statements = [writing.write_statement(write) for write in writes]
         with self._transaction() as conn:
-            return _apply_statements(conn, statements)
+            return writing.apply_statements(conn, statements)
 
     def claim_due(
         self,
@@ -739,13 +643,13 @@ class SqliteStore:
 
         A commit of claims alone is not made durable on its own (see Durability).
         """
-        statements = [_write_statement(write) for write in writes]
+        statements = [writing.write_statement(write) for write in writes]
         wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
         if not statements and not wanted:
             return [], [[] for _ in claims]
         now_ms = clock.to_millis(now)
         with self._transaction(durable=bool(statements)) as conn:
-            applied = _apply_statements(conn, statements)
+            applied = writing.apply_statements(conn, statements)
             claimed: list[list[models.BackgroundTask]] = []
             for task_type, limit in claims:
                 if limit <= 0:
@@ -779,7 +683,7 @@ class SqliteStore:
         if len(rows) != len(order):  # one transaction holds both: this cannot happen
             raise errors.StoreError(f"the claim in {self._path} changed while it ran")
         rows.sort(key=lambda row: order[row[-1]])
-        return [self._task(_filled(conn, row, writer=True)) for row in rows]
+        return [self._task(blobs.filled(conn, row, writer=True)) for row in rows]
 
     def _claim_each(
         self,
@@ -791,25 +695,25 @@ class SqliteStore:
     ) -> list[models.BackgroundTask]:
         """Any other ``claim`` callable: read the due rows, claim each, write what changed."""
         selected = conn.execute(schema.SELECT_DUE, (task_type, now_ms, limit)).fetchall()
-        rows = [_filled(conn, row, writer=True) for row in selected]
+        rows = [blobs.filled(conn, row, writer=True) for row in selected]
         taken = [claim(self._task(row)) for row in rows]
         # Claims change the same columns, so one statement serves them all.
         batches: dict[str, list[tuple[object, ...]]] = {}
-        blob_writes: list[tuple[str, _BlobWrites]] = []
+        blob_writes: list[tuple[str, blobs.BlobWrites]] = []
         for row, task in zip(rows, taken, strict=True):
             new_row = schema.to_row(task)
-            blobs = _blob_writes(row, new_row)
-            if blobs:
-                blob_writes.append((task.id, blobs))
+            out_of_row = blobs.blob_writes(row, new_row)
+            if out_of_row:
+                blob_writes.append((task.id, out_of_row))
             update = schema.changed_update(
-                _marked(row), _marked(new_row), fenced=False, by_rowid=True
+                blobs.marked(row), blobs.marked(new_row), fenced=False, by_rowid=True
             )
             if update is not None:
                 batches.setdefault(update[0], []).append((*update[1], row[-1]))
         for sql, params in batches.items():
             conn.executemany(sql, params)
-        for task_id, blobs in blob_writes:
-            _apply_blob_writes(conn, task_id, blobs)
+        for task_id, out_of_row in blob_writes:
+            blobs.apply_blob_writes(conn, task_id, out_of_row)
         return taken
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
@@ -836,7 +740,7 @@ class SqliteStore:
             return []
         with self._transaction() as conn:
             large = conn.execute(schema.ANY_BLOB).fetchone() is not None
-            with _small_cache(conn) if large else contextlib.nullcontext():
+            with blobs.small_cache(conn) if large else contextlib.nullcontext():
                 rows = conn.execute(schema.PURGE, (clock.to_millis(now), limit)).fetchall()
         return [task_id for task_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
@@ -867,290 +771,6 @@ class SqliteStore:
                 )
             )
         return counts
-
-
-def _remove_if_empty(path: str, created: tuple[int, int]) -> None:
-    """Remove the file that a failed open created, unless someone else has used it since."""
-    with contextlib.suppress(OSError):
-        info = os.stat(path)
-        if (info.st_dev, info.st_ino) == created and info.st_size == 0:
-            os.unlink(path)
-
-
-def _claim_inode(real_path: str) -> socket.socket | None:
-    """Bind the abstract socket of the file's device and inode; None if another holds it.
-
-    An abstract name lives as long as a socket bound to it, in no file system, and is shared
-    by every process of the network namespace: whichever name reached the file, two engines on
-    one file compute the same socket name.
-
-    Raises:
-        StoreError: the file cannot be examined or the socket cannot be made.
-    """
-    try:
-        info = os.stat(real_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    except OSError as exc:
-        raise errors.StoreError(f"cannot lock {real_path}: {exc}") from exc
-    try:
-        sock.bind(f"\0taskengine-dispatch/{info.st_dev}/{info.st_ino}")
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            return None
-        raise errors.StoreError(f"cannot lock {real_path}: {exc}") from exc
-    return sock
-
-
-def _warn_if_writable_by_others(path: str, what: str) -> None:
-    """Log a warning when ``path`` is writable by its group or by others."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # connecting reports the real problem
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        logger.warning(
-            "the %s %s is writable by group or others (mode %o): anyone who can write it "
-            "can run code as this user through the task payloads",
-            what,
-            path,
-            stat.S_IMODE(mode),
-        )
-
-
-def _bulk(conn: sqlite3.Connection, expected: int, run: Callable[[], object]) -> bool:
-    """Run a batch of ``expected`` row writes; False (and nothing done) if not all applied.
-
-    A batch in one or a few statements instead of a statement per row from Python: on a batch
-    of outcomes or a ``create_many`` this is a measurable share of the store's time.  When a
-    row fails (a constraint) or changes no row (a fence that did not hold), the batch is rolled
-    back to its savepoint, so that the caller can go row by row and learn which one it was.
-    """
-    before = conn.total_changes
-    conn.execute("SAVEPOINT bulk")
-    try:
-        run()
-    except sqlite3.IntegrityError:
-        applied = False
-    else:
-        applied = conn.total_changes - before == expected
-    if not applied:
-        conn.execute("ROLLBACK TO bulk")
-    conn.execute("RELEASE bulk")
-    return applied
-
-
-def _is_large(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) >= schema.LARGE_BLOB
-
-
-def _marked(row: tuple[object, ...]) -> tuple[object, ...]:
-    """``row`` with each large blob replaced by the empty marker (``schema.BLOBS_DDL``)."""
-    if not (_is_large(row[3]) or _is_large(row[4])):
-        return row
-    values = list(row)
-    for index in schema.BLOB_COLUMNS.values():
-        if _is_large(values[index]):
-            values[index] = b""
-    return tuple(values)
-
-
-def _blob_writes(old: schema.Row | None, new: tuple[object, ...]) -> _BlobWrites:
-    """What a write of row ``new`` over row ``old`` (None: unknown) does in ``task_blobs``.
-
-    A changed large value is stored out of the row; a changed value that is not large removes
-    the blob it replaces, which is only there if the old value was large (or is unknown).
-    """
-    writes: list[tuple[str, bytes | None]] = []
-    for kind, index in schema.BLOB_COLUMNS.items():
-        value = new[index]
-        if old is not None and old[index] == value:
-            continue
-        if _is_large(value):
-            assert isinstance(value, bytes)
-            writes.append((kind, value))
-        elif old is None or _is_large(old[index]):
-            writes.append((kind, None))
-    return tuple(writes)
-
-
-@contextlib.contextmanager
-def _small_cache(conn: sqlite3.Connection) -> Iterator[None]:
-    """The writer's page cache shrunk to ``_BLOB_CACHE_KIB`` while a large blob passes."""
-    conn.execute(f"PRAGMA cache_size = {-_BLOB_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        try:
-            conn.execute(f"PRAGMA cache_size = {-_WRITER_CACHE_KIB}")
-        except sqlite3.Error:
-            # The error that ended the block (if any) is the one to report; a small cache
-            # only slows the writer down.
-            logger.warning("could not restore the writer's page cache size", exc_info=True)
-
-
-def _apply_blob_writes(conn: sqlite3.Connection, task_id: str, writes: _BlobWrites) -> None:
-    """Store or remove a task's out-of-row blobs, in the open transaction.
-
-    A blob is inserted as ``zeroblob(n)`` (SQLite writes zeroed pages, holding no copy) and
-    filled in place in chunks: binding the value instead would cost two copies of it.
-    """
-    # A stale blob's delete reads its pages too (to follow their chain).
-    with _small_cache(conn):
-        for kind, value in writes:
-            if value is None:
-                conn.execute(schema.DELETE_BLOB, (task_id, kind))
-                continue
-            rowid = conn.execute(schema.INSERT_BLOB, (task_id, kind, len(value))).lastrowid
-            assert rowid is not None
-            view = memoryview(value)
-            with conn.blobopen("task_blobs", "data", rowid) as blob:
-                for start in range(0, len(view), _BLOB_CHUNK):
-                    blob.write(view[start : start + _BLOB_CHUNK])
-
-
-def _write_task_blobs(conn: sqlite3.Connection, task: models.BackgroundTask) -> None:
-    """Store the large blobs of a task just inserted (its row holds their markers)."""
-    writes = tuple(
-        (kind, value)
-        for kind, value in (("payload", task.payload_blob), ("result", task.result_blob))
-        if value is not None and len(value) >= schema.LARGE_BLOB
-    )
-    if writes:
-        _apply_blob_writes(conn, task.id, writes)
-
-
-def _has_marker(row: schema.Row) -> bool:
-    return bool(row[3] == b"" or row[4] == b"")
-
-
-def _filled(conn: sqlite3.Connection, row: schema.Row, *, writer: bool = False) -> schema.Row:
-    """``row`` with its large blobs read in, in the caller's transaction.
-
-    A marker (``schema.BLOBS_DDL``) is filled from ``task_blobs``; a payload that
-    ``schema.CLAIM_DUE`` left NULL (a large payload stored in the row by an older version; the
-    row then ends with its rowid) from the row itself.  ``Blob.read`` copies the pages straight
-    into the one ``bytes`` it returns: no SQLite value and no staged copy is made on the way.
-    On the writer (``writer``) the page cache is kept small meanwhile (``_small_cache``).
-    """
-    legacy = row[3] is None
-    if not legacy and not _has_marker(row):
-        return row
-    values = list(row)
-    with _small_cache(conn) if writer else contextlib.nullcontext():
-        if legacy:
-            with conn.blobopen("tasks", "payload", row[-1], readonly=True) as blob:
-                values[3] = blob.read()
-        for kind, rowid in conn.execute(schema.BLOB_ROWIDS, (row[0],)).fetchall():
-            index = schema.BLOB_COLUMNS[kind]
-            if values[index] == b"":
-                with conn.blobopen("task_blobs", "data", rowid, readonly=True) as blob:
-                    values[index] = blob.read()
-    return tuple(values)
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    """``items`` in consecutive slices of at most ``size`` (one statement's worth each)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert ``rows`` with as few statements as ``schema.INSERT_ROWS`` allows."""
-    for chunk in _chunks(rows, schema.INSERT_ROWS):
-        conn.execute(schema.insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
-
-
-def _apply_statements(conn: sqlite3.Connection, statements: Sequence[_Statement]) -> list[bool]:
-    """Run fenced writes in order; for each, whether it changed its row.
-
-    Consecutive writes with the same SQL (a group commit's finishing deletes share one) go in
-    one ``executemany`` when every one of them holds its fence, the usual case.  A write's
-    out-of-row blobs are stored or removed only once its fenced row write has applied.
-    """
-    applied: list[bool] = []
-    start = 0
-    while start < len(statements):
-        sql = statements[start][0]
-        end = start + 1
-        while end < len(statements) and statements[end][0] == sql:
-            end += 1
-        run = statements[start:end]
-        deleting = sql in _DELETES and _has_blobs(conn, [params[0] for _, params, _ in run])
-        with _small_cache(conn) if deleting else contextlib.nullcontext():
-            if len(run) > 1 and _bulk(
-                conn, len(run), functools.partial(_run_same, conn, sql, [p for _, p, _ in run])
-            ):
-                done = [True] * len(run)
-            else:
-                done = [conn.execute(sql, params).rowcount == 1 for _, params, _ in run]
-        for (_, _, blobs), held in zip(run, done, strict=True):
-            if held and blobs is not None:
-                _apply_blob_writes(conn, *blobs)
-        applied += done
-        start = end
-    return applied
-
-
-#: The SQL of fenced deletes, whose trigger may remove large blobs.
-_DELETES: Final = frozenset(schema.DELETE.values())
-
-
-def _has_blobs(conn: sqlite3.Connection, task_ids: Sequence[object]) -> bool:
-    """Whether any of these tasks has a large blob (a store without any answers in one step)."""
-    if conn.execute(schema.ANY_BLOB).fetchone() is None:
-        return False
-    return any(
-        conn.execute(schema.blobs_of_sql(len(chunk)), chunk).fetchone() is not None
-        for chunk in _chunks(task_ids, schema.DELETE_IDS)
-    )
-
-
-def _run_same(conn: sqlite3.Connection, sql: str, params: list[tuple[object, ...]]) -> None:
-    """Run one statement per parameter set, as few times as the statement allows.
-
-    Fenced deletes (a group commit's finished tasks) that share their fence go as one
-    ``DELETE ... WHERE id IN (...)`` per ``schema.DELETE_IDS`` ids; anything else as one
-    ``executemany``.  The caller compares the rows changed with the count of parameter sets.
-    """
-    if sql != schema.DELETE[(True, True)]:
-        conn.executemany(sql, params)
-        return
-    by_fence: dict[tuple[object, object], list[object]] = {}
-    for task_id, status, attempts in params:
-        by_fence.setdefault((status, attempts), []).append(task_id)
-    for fence, ids in by_fence.items():
-        for chunk in _chunks(ids, schema.DELETE_IDS):
-            conn.execute(schema.delete_fenced_sql(len(chunk)), (*chunk, *fence))
-
-
-#: One fenced write: its SQL, its parameters, and the task's out-of-row blob writes (if any).
-_Statement = tuple[str, tuple[object, ...], tuple[str, _BlobWrites] | None]
-
-
-def _write_statement(write: base.Write) -> _Statement:
-    """The SQL, parameters and out-of-row blob writes of one fenced write."""
-    if isinstance(write, base.Update):
-        guard = (write.task.id, write.expected_status.value, write.expected_attempts)
-        new_row = schema.to_row(write.task)
-        old_row = None
-        if write.previous is not None and write.previous.id == write.task.id:
-            old_row = schema.to_row(write.previous)
-        writes = _blob_writes(old_row, new_row)
-        blobs = (write.task.id, writes) if writes else None
-        if old_row is not None:
-            update = schema.changed_update(_marked(old_row), _marked(new_row), fenced=True)
-            # Nothing changed: still check the fence, so the answer means what it says.
-            sql, values = update or (schema.UPDATE_FENCED_NOTHING, ())
-            return sql, (*values, *guard), blobs
-        return schema.UPDATE_FENCED, (*_marked(new_row), *guard), blobs
-    fence = (write.expected_status is not None, write.expected_attempts is not None)
-    params: tuple[object, ...] = (write.task_id,)
-    if write.expected_status is not None:
-        params += (write.expected_status.value,)
-    if write.expected_attempts is not None:
-        params += (write.expected_attempts,)
-    return schema.DELETE[fence], params, None
 
 
 class _Inserts:
