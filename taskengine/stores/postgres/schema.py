@@ -22,6 +22,7 @@ order is the byte order every other store uses, whatever the database's locale.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final, LiteralString
 
@@ -35,6 +36,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "changed_update",
     "from_row",
+    "insert_notify_sql",
     "query_sql",
     "to_row",
     "upgrade",
@@ -140,6 +142,31 @@ INSERT_KEYED: Final = (
     INSERT + " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING id"
 )
+#: Most tasks one ``insert_notify_sql`` statement carries (PostgreSQL binds at most 65,535
+#: parameters; a task takes 21).
+INSERT_ROWS: Final = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def insert_notify_sql(rows: int, *, idempotent: bool = False) -> LiteralString:
+    """One statement that inserts ``rows`` tasks and sends the wake-up ``NOTIFY``.
+
+    Run in autocommit it is a whole create in one round trip and one commit: the insert and
+    the notification are one implicit transaction, so the notification goes out only if the
+    tasks were stored.  Parameters: each task's ``INSERT`` parameters, then the channel and
+    the payload of the notification.  ``idempotent`` skips ids already stored, for the one
+    retry after a connection that broke during the statement (whose insert may have landed;
+    task ids are random, so an id already stored is this insert's own).
+    """
+    values = ", ".join([f"({_PLACEHOLDERS}, {LEASE}, %s)"] * rows)
+    conflict = " ON CONFLICT (id) DO NOTHING" if idempotent else ""
+    return (  # built from constants only
+        f"WITH inserted AS (INSERT INTO tasks ({_SELECT_LIST}, lease_until, claim_token)"  # noqa: S608
+        f" VALUES {values}{conflict} RETURNING 1)"
+        " SELECT pg_notify(%s, %s) WHERE EXISTS (SELECT 1 FROM inserted)"
+    )
+
+
 SELECT_BY_ID: Final = f"SELECT {_SELECT_LIST} FROM tasks WHERE id = %s"  # noqa: S608 -- constants only
 ID_BY_KEY: Final = "SELECT id FROM tasks WHERE idempotency_key = %s"
 #: Lock due pending tasks of a type, oldest due first, skipping rows another node holds.
@@ -148,6 +175,26 @@ SELECT_DUE: Final = (
     " WHERE status = 'pending' AND type = %s AND date_next_process <= %s"
     " ORDER BY date_next_process, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
+#: ``transitions.claim`` in SQL, with the lease, on the due tasks ``SELECT_DUE`` would lock,
+#: returning their new rows, each followed by its due time before the claim (RETURNING gives
+#: no promised order: the caller sorts by it, then id).  It must change exactly what
+#: ``transitions.claim`` does (``tests/postgres/test_postgres_store.py`` compares them).
+#: Parameters: those of ``SELECT_DUE``, then node, now (ms), lease seconds, claim token.
+CLAIM_DUE: Final = (
+    # MATERIALIZED: the locking read runs once, so LIMIT bounds the claim (a subquery in
+    # ``WHERE id IN (...)`` may be planned as a join that re-runs it and claims more).
+    "WITH due AS MATERIALIZED (SELECT id FROM tasks"  # noqa: S608 -- constants only
+    " WHERE status = 'pending' AND type = %s AND date_next_process <= %s"
+    " ORDER BY date_next_process, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " UPDATE tasks SET status = 'processing', attempts = attempts + 1, node_identity = %s,"
+    " date_next_process = NULL, date_modified = %s, progress = NULL,"
+    f" lease_until = {LEASE}, claim_token = %s, claimed_due = date_next_process"
+    " FROM due WHERE tasks.id = due.id"
+    f" RETURNING {', '.join(f'tasks.{c}' for c in COLUMNS)}, claimed_due"
+)
+#: Makes the commit of the current transaction asynchronous: a transaction of claims alone
+#: (see ``PostgresStore.apply_and_claim``).
+ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
 NEXT_DUE: Final = (
     "SELECT min(date_next_process) FROM tasks"
     " WHERE status = 'pending' AND type = ANY(%s) AND date_next_process IS NOT NULL"

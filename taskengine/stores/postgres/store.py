@@ -47,7 +47,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, LiteralString
 
-from taskengine.core import clock, cursor, errors, models
+from taskengine.core import clock, cursor, errors, models, transitions
 from taskengine.stores import base
 
 if TYPE_CHECKING:
@@ -302,34 +302,23 @@ class PostgresStore:
     def insert_many(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
         """Store new tasks in one transaction; an existing idempotency key returns its task's id.
 
+        Durable when it returns (``synchronous_commit`` as the server has it, ``on`` by
+        default): the caller acknowledges the ids.  Tasks without idempotency keys, up to
+        ``INSERT_ROWS`` of them, are one statement in autocommit: insert and wake-up together,
+        one round trip and one commit (a ``create`` on the web-request path).
+
         Raises:
             StoreError: a task's id is already stored (nothing is stored), or the write failed.
         """
         if not tasks:
             return []
-        sql = self._sql
-        ids: list[str] = []
         try:
-            with self._transaction("insert tasks") as conn, conn.cursor() as cur:
-                plain = []
-                for task in tasks:
-                    params = (*sql.to_row(task), *self._claim_of(task.status))
-                    if task.idempotency_key is None:
-                        plain.append(params)
-                        ids.append(task.id)
-                        continue
-                    cur.execute(sql.INSERT_KEYED, params)
-                    inserted = cur.fetchone()
-                    if inserted is None:
-                        found = cur.execute(sql.ID_BY_KEY, (task.idempotency_key,)).fetchone()
-                        if found is None:
-                            raise errors.StoreError("an idempotency key vanished; try again")
-                        ids.append(found[0])
-                    else:
-                        ids.append(task.id)
-                if plain:
-                    cur.executemany(sql.INSERT, plain)
-                self._notify(conn, _WAKE)
+            if len(tasks) <= self._sql.INSERT_ROWS and all(
+                task.idempotency_key is None for task in tasks
+            ):
+                self._insert_at_once(tasks)
+                return [task.id for task in tasks]
+            return self._insert_in_transaction(tasks)
         except errors.StoreError as exc:
             cause = exc.__cause__
             if isinstance(cause, self._psycopg.errors.UniqueViolation):
@@ -338,6 +327,54 @@ class PostgresStore:
                     f"({cause.diag.message_detail})"
                 ) from cause
             raise
+
+    def _insert_row(self, task: models.BackgroundTask) -> tuple[object, ...]:
+        return (*self._sql.to_row(task), *self._claim_of(task.status))
+
+    def _insert_at_once(self, tasks: Sequence[models.BackgroundTask]) -> None:
+        """Insert and notify in one autocommit statement.
+
+        A pooled connection can turn out dead only once the statement is sent, when it may or
+        may not have run; the one retry on a new connection skips ids already stored, so it
+        stores each task once either way.
+        """
+        if not self._opened:
+            self.open()
+        params = [value for task in tasks for value in self._insert_row(task)]
+        params += [self._channel, _WAKE]
+        for retry in (False, True):
+            query = self._sql.insert_notify_sql(len(tasks), idempotent=retry)
+            try:
+                with self._pool.connection() as conn, self._driver_errors("insert tasks"):
+                    conn.execute(query, params)
+                return
+            except errors.StoreError as exc:
+                if retry or not isinstance(exc.__cause__, self._psycopg.OperationalError):
+                    raise
+
+    def _insert_in_transaction(self, tasks: Sequence[models.BackgroundTask]) -> list[str]:
+        sql = self._sql
+        ids: list[str] = []
+        with self._transaction("insert tasks") as conn, conn.cursor() as cur:
+            plain = []
+            for task in tasks:
+                params = self._insert_row(task)
+                if task.idempotency_key is None:
+                    plain.append(params)
+                    ids.append(task.id)
+                    continue
+                cur.execute(sql.INSERT_KEYED, params)
+                inserted = cur.fetchone()
+                if inserted is None:
+                    found = cur.execute(sql.ID_BY_KEY, (task.idempotency_key,)).fetchone()
+                    if found is None:
+                        raise errors.StoreError("an idempotency key vanished; try again")
+                    ids.append(found[0])
+                else:
+                    ids.append(task.id)
+            if plain:
+                cur.executemany(sql.INSERT, plain)
+            self._notify(conn, _WAKE)
         return ids
 
     def _claim_of(self, status: models.TaskStatus) -> tuple[float | None, str | None]:
@@ -376,13 +413,68 @@ class PostgresStore:
         now: datetime,
         claim: Callable[[models.BackgroundTask], models.BackgroundTask],
     ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
-        """Fenced writes, then ``SKIP LOCKED`` claims, in one transaction (one commit)."""
+        """Fenced writes, then ``SKIP LOCKED`` claims, in one transaction (one commit).
+
+        Round trips: ``BEGIN``; every write, every claim (the engine's ``transitions.Claim``
+        runs as one ``UPDATE ... RETURNING`` per type) and the wake-up in one pipeline; and
+        ``COMMIT``, whatever the number of writes.  Which commits wait for the disk: one that
+        carries writes does (outcomes are announced to callers once it returns, so it is
+        durable as the server's ``synchronous_commit`` says); one of claims alone does not
+        (``synchronous_commit = off``).  A claim lost with the server's last moments leaves its
+        task pending to be claimed again, exactly as a lease that ran out does, and any later
+        durable commit (the attempt's outcome) flushes the log up to and past the claim.
+        """
         statements = [
             self._sql.write_statement(write, self._lease, self._token) for write in writes
         ]
         wanted = [(task_type, limit) for task_type, limit in claims if limit > 0]
         if not statements and not wanted:
             return [], [[] for _ in claims]
+        claim_params: tuple[object, ...] = ()
+        if isinstance(claim, transitions.Claim):
+            claim_params = (claim.node, clock.to_millis(claim.now), self._lease, self._token)
+        elif wanted:
+            return self._apply_and_claim_each(statements, writes, claims, now, claim)
+        wake = any(isinstance(w, base.Update) and w.task.status is Status.PENDING for w in writes)
+        sql = self._sql
+        now_ms = clock.to_millis(now)
+        with self._transaction("write tasks") as conn:
+            with conn.pipeline():
+                if not statements:
+                    conn.execute(sql.ASYNC_COMMIT)
+                written = [conn.cursor() for _ in statements]
+                for cur, (query, params) in zip(written, statements, strict=True):
+                    cur.execute(query, params)
+                claiming: list[Any] = []
+                for task_type, limit in claims:
+                    if limit <= 0:
+                        claiming.append(None)
+                        continue
+                    cur = conn.cursor()
+                    cur.execute(sql.CLAIM_DUE, (task_type, now_ms, limit, *claim_params))
+                    claiming.append(cur)
+                if wake:
+                    self._notify(conn, _WAKE)
+            applied = [cur.rowcount == 1 for cur in written]
+            claimed = [
+                [] if cur is None else self._claimed_rows(cur.fetchall()) for cur in claiming
+            ]
+        return applied, claimed
+
+    def _claimed_rows(self, rows: list[tuple[Any, ...]]) -> list[models.BackgroundTask]:
+        """The tasks of ``CLAIM_DUE``'s rows, in due order (each row ends with its due time)."""
+        rows.sort(key=lambda row: (row[-1], row[0]))
+        return [self._task(row[:-1]) for row in rows]
+
+    def _apply_and_claim_each(
+        self,
+        statements: list[tuple[LiteralString, tuple[object, ...]]],
+        writes: Sequence[base.Write],
+        claims: Sequence[tuple[str, int]],
+        now: datetime,
+        claim: Callable[[models.BackgroundTask], models.BackgroundTask],
+    ) -> tuple[list[bool], list[list[models.BackgroundTask]]]:
+        """Any other ``claim`` callable: read the due rows, claim each, write what changed."""
         wake = any(isinstance(w, base.Update) and w.task.status is Status.PENDING for w in writes)
         now_ms = clock.to_millis(now)
         sql = self._sql
