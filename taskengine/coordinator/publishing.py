@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from typing import Final, Protocol
 
@@ -444,6 +444,9 @@ class Watcher:
     without one, each watched task is read 10 ms after it is watched, then at doubling
     intervals up to :data:`WATCH_POLL_MAX`.  A newly watched task is always read once at the
     next look, so a commit between its waiter's own read and its registration is not missed.
+    A store that tells of finished tasks (``base.FinishNotifier``: PostgreSQL's ``NOTIFY``)
+    has the watched ones among them read at once, so a ``wait`` on a task another node runs
+    returns as soon as that node stored it; the polling goes on beside, for a lost notice.
     What is found final or gone goes to :meth:`Publisher.observed`.  The thread ends after
     :data:`WATCH_LINGER` seconds with nothing watched, and starts again with the next watch.
 
@@ -467,6 +470,18 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._closed = False
+        # Watched tasks a store notice named finished: read at the next look.
+        self._hinted: set[str] = set()
+        if isinstance(store, base.FinishNotifier):
+            store.on_finished(self._on_finished)
+
+    def _on_finished(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            hinted = [task_id for task_id in task_ids if task_id in self._watched]
+            if not hinted:
+                return
+            self._hinted.update(hinted)
+        self._wake.set()
 
     @contextlib.contextmanager
     def watching(self, task_id: str) -> Iterator[None]:
@@ -532,6 +547,7 @@ class Watcher:
                     continue
                 idle_since = now
                 fresh, self._fresh = self._fresh, set()
+                hinted, self._hinted = self._hinted, set()
                 everything = list(self._watched)
             try:
                 if self._detector is not None:
@@ -541,6 +557,7 @@ class Watcher:
                     token = new
                 else:
                     ids = self._due_for_polling(now)
+                ids = list(dict.fromkeys([*[i for i in everything if i in hinted], *ids]))
                 found = self._read_finished(ids)
             except errors.StoreError as exc:
                 token = _NO_TOKEN  # look again at everything once the store answers

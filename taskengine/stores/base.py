@@ -266,6 +266,24 @@ class ChangeDetector(Protocol):
 
 
 @runtime_checkable
+class FinishNotifier(Protocol):
+    """An optional store method: being told at once when tasks finish or go, in any process.
+
+    The engine's watcher (``publishing.Watcher``) subscribes, so that a ``wait`` for a task
+    that another process runs returns as soon as that process stored the outcome, instead of
+    at the watcher's next poll.  Notices are hints: the watcher reads each task before it
+    announces anything, and keeps polling, so a notice that is lost only costs time.
+    """
+
+    def on_finished(self, callback: Callable[[Collection[str]], None]) -> None:
+        """Call ``callback`` (on any thread, quickly) with ids of tasks finished or deleted.
+
+        Writes of every store object on the same data count, this one's included.
+        """
+        ...
+
+
+@runtime_checkable
 class SharedTaskStore(TaskStore, Protocol):
     """A store several engine nodes share (``capabilities.shared``): the extra duties.
 

@@ -64,6 +64,10 @@ _WAKE: Final = "wake"
 _TERMINATE: Final = "terminate"
 #: A notification that only wakes listeners up (to let a stopping one end at once).
 _NOTHING: Final = "nothing"
+#: A notification naming tasks a commit finished or deleted: ``done <id> <id> ...``.
+_DONE: Final = "done"
+#: Ids one ``done`` notification carries at most (a payload must stay under 8,000 bytes).
+_DONE_IDS: Final = 200
 Status = models.TaskStatus
 
 
@@ -172,6 +176,7 @@ class PostgresStore:
         )
         self._connections = connections
         self._listener: postgres_connections.Listener | None = None
+        self._finish_callbacks: list[Callable[[Collection[str]], None]] = []
         self._opened = False
         self._capabilities = base.StoreCapabilities(durable=True, shared=True)
         # Recorded with every claim of this object: renewals touch only this incarnation's
@@ -455,6 +460,8 @@ class PostgresStore:
                     claiming.append(cur)
                 if wake:
                     self._notify(conn, _WAKE)
+                for payload in _done_payloads(writes):
+                    self._notify(conn, payload)
             applied = [cur.rowcount == 1 for cur in written]
             claimed = [
                 [] if cur is None else self._claimed_rows(cur.fetchall()) for cur in claiming
@@ -504,6 +511,8 @@ class PostgresStore:
                 claimed.append(taken)
             if wake:
                 self._notify(conn, _WAKE)
+            for payload in _done_payloads(writes):
+                self._notify(conn, payload)
         return applied, claimed
 
     def next_due(self, task_types: Collection[str]) -> datetime | None:
@@ -625,7 +634,11 @@ class PostgresStore:
 
         def deliver(payload: str) -> None:
             kind, _, rest = payload.partition(" ")
-            if kind == _TERMINATE:
+            if kind == _DONE:
+                ids = rest.split()
+                for callback in list(self._finish_callbacks):
+                    callback(ids)
+            elif kind == _TERMINATE:
                 task_id, _, node = rest.partition(" ")
                 if node == node_identity:
                     on_terminate(task_id)
@@ -634,6 +647,15 @@ class PostgresStore:
 
         self._listener = self._connections.Listener(self._pool, self._channel, deliver, on_wakeup)
         self._listener.start()
+
+    def on_finished(self, callback: Callable[[Collection[str]], None]) -> None:
+        """Call ``callback`` with the ids of tasks any node finished or deleted.
+
+        Commits that finish or delete tasks send ``NOTIFY done <ids>``; the LISTEN thread
+        (started by ``listen``, which every started engine calls) hands the ids over.  Until
+        it runs, and across a lost session, nothing is called: the caller keeps polling.
+        """
+        self._finish_callbacks.append(callback)
 
     def _poke(self) -> None:
         with self._transaction("wake the listener") as conn:
@@ -650,3 +672,16 @@ class PostgresStore:
 
 def _no_claim(task: models.BackgroundTask) -> models.BackgroundTask:
     raise AssertionError("apply() claims nothing")
+
+
+def _done_payloads(writes: Sequence[base.Write]) -> list[str]:
+    """The ``done`` notifications of a commit: the tasks it finishes or deletes."""
+    ids = [
+        write.task.id if isinstance(write, base.Update) else write.task_id
+        for write in writes
+        if not isinstance(write, base.Update) or write.task.status.is_final
+    ]
+    return [
+        " ".join([_DONE, *ids[start : start + _DONE_IDS]])
+        for start in range(0, len(ids), _DONE_IDS)
+    ]
