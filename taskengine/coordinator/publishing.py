@@ -476,8 +476,13 @@ class Watcher:
             store.on_finished(self._on_finished)
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
+        # Tasks this engine finished itself were announced already: no read for them.
         with self._lock:
-            hinted = [task_id for task_id in task_ids if task_id in self._watched]
+            hinted = [
+                task_id
+                for task_id in task_ids
+                if task_id in self._watched and self._publisher.finished(task_id) is None
+            ]
             if not hinted:
                 return
             self._hinted.update(hinted)

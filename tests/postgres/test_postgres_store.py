@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -16,7 +16,7 @@ from psycopg import sql
 import taskengine
 from taskengine.core import errors, transitions
 from taskengine.stores import base
-from tests.conftest import until, worker_pids
+from tests.conftest import until
 from tests.contract.factories import at, claimer, new
 from tests.postgres import support as pg
 
@@ -24,25 +24,6 @@ pytestmark = pytest.mark.postgres
 
 Status = taskengine.TaskStatus
 HANDLERS = "tests.postgres.node_handlers"
-
-
-@pytest.fixture
-def make_engine(
-    schema: tuple[str, str],
-) -> Iterator[Callable[..., taskengine.TaskEngine]]:
-    """Started engines on the test schema (each with its own store); all stopped after."""
-    made: list[taskengine.TaskEngine] = []
-
-    def make(*, store_options: dict[str, object] | None = None, **options: object):  # type: ignore[no-untyped-def]
-        store = pg.make_store(*schema, **(store_options or {}))
-        engine = taskengine.TaskEngine(store, **options)  # type: ignore[arg-type]
-        made.append(engine)
-        return engine.start()
-
-    yield make
-    for engine in made:
-        engine.stop(timeout=10)
-    until(lambda: not worker_pids(), timeout=15)
 
 
 def execute(dsn: str, query: sql.Composable, params: tuple[object, ...] = ()) -> None:

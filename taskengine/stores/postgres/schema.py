@@ -195,6 +195,15 @@ CLAIM_DUE: Final = (
 #: Makes the commit of the current transaction asynchronous: a transaction of claims alone
 #: (see ``PostgresStore.apply_and_claim``).
 ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
+#: ``CLAIM_DUE`` as a whole transaction of its own (autocommit), committed asynchronously:
+#: ``set_config(..., true)`` sets ``synchronous_commit`` for the statement's own implicit
+#: transaction, which its commit then follows.  One round trip for a claim alone.
+CLAIM_DUE_ALONE: Final = CLAIM_DUE.replace(
+    " FROM due WHERE tasks.id = due.id",
+    " FROM due, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    " WHERE tasks.id = due.id",
+    1,
+)
 NEXT_DUE: Final = (
     "SELECT min(date_next_process) FROM tasks"
     " WHERE status = 'pending' AND type = ANY(%s) AND date_next_process IS NOT NULL"

@@ -443,6 +443,18 @@ class PostgresStore:
         wake = any(isinstance(w, base.Update) and w.task.status is Status.PENDING for w in writes)
         sql = self._sql
         now_ms = clock.to_millis(now)
+        if not statements and len(wanted) == 1:
+            # A claim alone (an attempt starting): one statement, one round trip.
+            ((task_type, limit),) = wanted
+            # Not retried on a new connection as reads are: the claim may have committed.
+            if not self._opened:
+                self.open()
+            with self._pool.connection() as conn, self._driver_errors("claim tasks"):
+                rows = conn.execute(
+                    sql.CLAIM_DUE_ALONE, (task_type, now_ms, limit, *claim_params)
+                ).fetchall()
+            taken = self._claimed_rows(rows)
+            return [], [taken if limit > 0 else [] for _, limit in claims]
         with self._transaction("write tasks") as conn:
             with conn.pipeline():
                 if not statements:
