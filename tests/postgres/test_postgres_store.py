@@ -181,8 +181,10 @@ def test_an_insert_on_one_store_wakes_the_listener_of_another(schema: tuple[str,
     try:
         assert woken.wait(10)  # the catch-up wakeup after connecting
         woken.clear()
-        other.insert_many([new()])
+        task = new()
+        other.insert_many([task])  # one statement: the insert and its NOTIFY
         assert woken.wait(10)
+        assert listening.get(task.id) == task
     finally:
         listening.close()
         other.close()

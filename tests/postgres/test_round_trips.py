@@ -6,7 +6,6 @@ row, a watcher that polls); these tests hold the short forms to the same results
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -49,24 +48,6 @@ def _rows(dsn: str, name: str) -> int:
 
 
 # -- creates ----------------------------------------------------------------------------
-
-
-def test_a_create_is_one_statement_that_stores_and_wakes(schema: tuple[str, str]) -> None:
-    dsn, name = schema
-    listening, creating = pg.make_store(dsn, name), pg.make_store(dsn, name)
-    listening.open()
-    woken = threading.Event()
-    listening.listen("node-a", woken.set, lambda task_id: None)
-    try:
-        assert woken.wait(10)  # the catch-up wakeup after connecting
-        woken.clear()
-        task = new()
-        assert creating.insert_many([task]) == [task.id]
-        assert woken.wait(10)
-        assert creating.get(task.id) == task
-    finally:
-        listening.close()
-        creating.close()
 
 
 def test_the_retry_of_a_create_skips_what_its_first_try_stored(
